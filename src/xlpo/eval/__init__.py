@@ -1,0 +1,1 @@
+"""Evaluation: per-example scoring of preference pairs and per-language metrics."""

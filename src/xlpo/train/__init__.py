@@ -1,0 +1,1 @@
+"""Training: typed config, the Accelerate loop, checkpoints, cached reference log-probs."""

@@ -1,0 +1,213 @@
+"""The typed training configuration: YAML file plus `key=value` overrides, validated in one place.
+
+Field descriptions double as the CLI help (`xlpo train --help`). Any unknown key, wrong type or
+impossible value becomes a one-line `UserError` naming the dotted key.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from xlpo.errors import UserError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(_Section):
+    name_or_path: str = Field("embedded", description="Hub id, local directory, or 'embedded' (SmolLM2-135M-Instruct shipped as a wheel).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weight dtype; auto = bf16 on a CUDA GPU that supports it, else float32.")
+    trust_remote_code: bool = Field(False, description="Allow model code from the Hub repository (off unless you trust it).")
+    attn_implementation: str | None = Field(None, description="Attention kernel passed to transformers, e.g. sdpa, flash_attention_2, eager.")
+    adapter: str | None = Field(None, description="Start from this saved LoRA adapter (trained further); the reference stays the base model.")
+
+
+class LoraSection(_Section):
+    enabled: bool = Field(True, description="Train a LoRA adapter (true) or all weights (false).")
+    r: int = Field(16, gt=0, description="LoRA rank.")
+    alpha: int = Field(32, gt=0, description="LoRA scaling numerator (lora_alpha).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path.")
+    target_modules: str | list[str] = Field("all-linear", description="Modules to adapt; all-linear = every attention and MLP projection.")
+
+
+class DataSection(_Section):
+    train: str | None = Field(None, description="Training preferences: .jsonl/.parquet file, dataset directory, or Hub dataset id.")
+    split: str = Field("train", description="Split to read from a dataset directory or Hub id.")
+    columns: dict[str, str] = Field(default_factory=dict, description="Rename columns, e.g. {rejected: reject}.")
+    chat_format: Literal["tokenizer", "zephyr", "none"] = Field("tokenizer", description="Prompt formatting: the tokenizer's chat template, the CAPO paper's Zephyr template, or plain concatenation.")
+    max_length: int = Field(1024, gt=1, description="Most tokens of prompt + completion; longer pairs are skipped and reported.")
+    max_prompt_length: int = Field(512, gt=0, description="Most prompt tokens; longer prompts are skipped and reported.")
+    truncation: Literal["skip", "truncate"] = Field("skip", description="Over-long pairs: skip them, or cut the completions to fit (counted).")
+    limit: int | None = Field(None, gt=0, description="Use only the first N records (quick runs).")
+
+    @model_validator(mode="after")
+    def _lengths(self):
+        if self.max_prompt_length >= self.max_length:
+            raise ValueError(f"data.max_prompt_length ({self.max_prompt_length}) must be smaller than "
+                             f"data.max_length ({self.max_length})")
+        return self
+
+
+class LossSection(_Section):
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    name: str = Field("capo", description="Registered loss: dpo, ipo, simpo, dpo_nll, capo, kto. Its hyper-parameters sit beside it (e.g. loss.beta, loss.alpha).")
+
+    def params(self) -> dict[str, Any]:
+        """The loss's hyper-parameters with defaults filled in; a bad one is a UserError naming `loss.<key>`."""
+        from xlpo.losses import get_loss
+
+        try:
+            spec = get_loss(self.name)
+        except UserError as exc:
+            raise UserError(f"config: loss.name: {exc}") from None
+        try:
+            return spec.params(**(self.model_extra or {})).model_dump()
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = ".".join(str(p) for p in err["loc"])
+            msg = "unknown key for loss " + self.name + _close(key, list(spec.params.model_fields)) \
+                if err["type"] == "extra_forbidden" else err["msg"]
+            raise UserError(f"config: loss.{key}: {msg}") from None
+
+
+class ReferenceSection(_Section):
+    precompute: bool = Field(True, description="Compute reference log-probs once before training and cache them on disk (reused by later runs on the same model and data).")
+    cache_dir: str | None = Field(None, description="Where cached reference log-probs live; default $XLPO_CACHE/reflogps.")
+
+
+class TrainingSection(_Section):
+    output_dir: str = Field("runs/xlpo", description="Where the adapter/model, config, versions, metrics and checkpoints go.")
+    epochs: int = Field(1, gt=0, description="Passes over the training data.")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps (overrides epochs).")
+    batch_size: int = Field(4, gt=0, description="Pairs per process per micro-batch.")
+    grad_accum: int = Field(1, gt=0, description="Micro-batches per optimizer step; the update equals one batch of batch_size x grad_accum x processes.")
+    learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate.")
+    lr_scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay after warm-up.")
+    warmup_ratio: float = Field(0.1, ge=0, le=1, description="Share of steps with linear warm-up.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient norm to this (null: no clipping).")
+    optimizer: Literal["auto", "adamw", "paged_adamw_8bit"] = Field("auto", description="auto = paged 8-bit AdamW when CUDA and bitsandbytes are present, else AdamW.")
+    seed: int = Field(42, description="Seed for data order, initialisation and dropout.")
+    group_by_length: bool = Field(True, description="Batch pairs of similar length together to cut padding.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    logit_chunk_size: int | None = Field(None, gt=0, description="Completion tokens per output-layer chunk; default from the vocabulary size (~256 MB of logits).")
+    save_steps: int = Field(0, ge=0, description="Write a resumable checkpoint every N steps (0: none).")
+    keep_checkpoints: int = Field(1, gt=0, description="How many recent checkpoints to keep.")
+    logging_steps: int = Field(1, gt=0, description="Log metrics every N steps.")
+    progress: bool = Field(True, description="Show a progress bar.")
+
+
+class TrainConfig(_Section):
+    model: ModelSection = Field(default_factory=ModelSection)
+    lora: LoraSection = Field(default_factory=LoraSection)
+    data: DataSection = Field(default_factory=DataSection)
+    loss: LossSection = Field(default_factory=LossSection)
+    reference: ReferenceSection = Field(default_factory=ReferenceSection)
+    training: TrainingSection = Field(default_factory=TrainingSection)
+
+    @model_validator(mode="after")
+    def _needs(self):
+        if self.loss.name == "kto" and self.training.batch_size < 2:
+            raise ValueError("loss kto needs training.batch_size >= 2 (its KL estimate pairs each prompt with another example's completion)")
+        return self
+
+
+def _format_error(exc: ValidationError, known: BaseModel | None = None) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key" + _suggest(err["loc"])
+        # A section-level check names its own dotted keys ("data.max_prompt_length ..."): no second prefix.
+        parts.append(f"{loc}: {msg}" if loc and not msg.startswith(loc + ".") else msg)
+    return "config: " + "; ".join(parts)
+
+
+def _suggest(loc) -> str:
+    model: Any = TrainConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(part)
+        if field is None:
+            return ""
+        model = field.annotation
+    return _close(str(loc[-1]), list(getattr(model, "model_fields", {})))
+
+
+def _close(key: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(key, names, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(names)})"
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise UserError(f"override '{item}': expected key=value, e.g. loss.alpha=2.0")
+    key, _, raw = item.partition("=")
+    path = key.strip().split(".")
+    if not all(path):
+        raise UserError(f"override '{item}': empty key part")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return path, value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
+    """Read YAML (if given), apply `a.b=value` overrides, validate."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"{path}: config file not found")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark else str(path)
+            raise UserError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        if not isinstance(raw, dict):
+            raise UserError(f"{path}: expected a mapping of sections (model, lora, data, loss, reference, training)")
+        # A section with every key commented out (`data:` alone) is null in YAML: treat it as empty.
+        raw = {k: ({} if v is None else v) for k, v in raw.items()}
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = raw
+        for k in keys[:-1]:
+            if node.get(k) is None:  # absent, or an empty section in the YAML (`data:` alone is null)
+                node[k] = {}
+            node = node[k]
+            if not isinstance(node, dict):
+                raise UserError(f"override '{item}': '{k}' is not a section")
+        node[keys[-1]] = value
+    try:
+        config = TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(_format_error(exc)) from None
+    # Validate the loss name and hyper-parameters, and write every default out so the saved
+    # config.yaml says exactly what ran.
+    config.loss = LossSection(name=config.loss.name, **config.loss.params())
+    return config
+
+
+def options_help() -> str:
+    """Every option as `section.key (type, default): description`, for `xlpo train --help`."""
+    lines = []
+    for section_name, section_field in TrainConfig.model_fields.items():
+        section = section_field.annotation
+        for name, field in section.model_fields.items():
+            default = field.get_default(call_default_factory=True)
+            lines.append(f"{section_name}.{name} = {default!r}: {field.description}")
+    from xlpo.losses import LOSSES
+
+    for loss_name, spec in LOSSES.items():
+        for name, field in spec.params.model_fields.items():
+            # Parentheses, not [brackets]: the CLI help renders rich markup, which would eat "[capo]".
+            lines.append(f"loss.{name} = {field.default!r} (loss {loss_name}): {field.description}")
+    return "\n".join(lines)

@@ -1,0 +1,85 @@
+"""Aggregate per-pair metrics over a step, overall and per language, and write them out.
+
+Losses return per-pair values; this module turns them into the logged means
+(`rewards/accuracies`, `rewards/accuracies/de`, ...) and writes JSONL and, when installed, TensorBoard.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+
+class StepMetrics:
+    """Collects per-pair metric tensors of one optimizer step (all micro-batches of this process)."""
+
+    def __init__(self, names: list[str], languages: list[str]):
+        self.names = names
+        self.lang_index = {lang: i for i, lang in enumerate(languages)}
+        self.values: list[torch.Tensor] = []
+        self.langs: list[torch.Tensor] = []
+        self.mask: list[torch.Tensor] = []
+
+    def add(self, per_pair: dict[str, torch.Tensor], langs: list[str | None], weights: torch.Tensor) -> None:
+        self.values.append(torch.stack([per_pair[n].detach().float().cpu() for n in self.names]))
+        self.langs.append(torch.tensor([self.lang_index.get(lang, -1) if lang else -1 for lang in langs]))
+        self.mask.append(weights.detach().cpu() > 0)
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return torch.cat(self.values, dim=1), torch.cat(self.langs), torch.cat(self.mask)
+
+
+def summarize(names: list[str], languages: list[str], values: torch.Tensor, langs: torch.Tensor,
+              mask: torch.Tensor) -> dict[str, float]:
+    """Means over real pairs, overall and per language (`name/lang`)."""
+    out: dict[str, float] = {}
+    real = mask.bool()
+    for row, name in enumerate(names):
+        out[name] = float(values[row][real].mean()) if real.any() else float("nan")
+    for code, lang in enumerate(languages):
+        sel = real & (langs == code)
+        if sel.any():
+            for row, name in enumerate(names):
+                out[f"{name}/{lang}"] = float(values[row][sel].mean())
+            out[f"pairs/{lang}"] = int(sel.sum())
+    return out
+
+
+class MetricsWriter:
+    """Appends one JSON object per logged step; mirrors scalars to TensorBoard when available."""
+
+    def __init__(self, output_dir: Path, enable_tensorboard: bool = True):
+        self.path = Path(output_dir) / "metrics.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tb = None
+        if enable_tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(log_dir=str(Path(output_dir) / "tensorboard"))
+            except ImportError:  # TensorBoard is optional
+                self.tb = None
+
+    def truncate_after(self, step: int) -> None:
+        """On resume, forget lines logged after the checkpoint so the log equals an uninterrupted run's."""
+        if not self.path.is_file():
+            return
+        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        from xlpo.fileio import write_text
+
+        write_text(self.path, "".join(line + "\n" for line in kept))
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        if self.tb is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "step":
+                    self.tb.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()

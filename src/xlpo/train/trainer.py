@@ -1,0 +1,365 @@
+"""The training loop: any registered loss, LoRA or full fine-tuning, one process or many.
+
+The loop never looks at the loss name: it asks the loss spec what inputs it needs (reference
+log-probs, mismatched pairs), feeds it per-pair log-probs, and averages what comes back.
+Runs are seeded, log every step, checkpoint atomically and resume to the same result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from xlpo.data.batching import collate_mismatched, collate_pairs, plan_epoch
+from xlpo.data.records import load_preferences
+from xlpo.data.tokenize import PairTokenizer, TokenizedPair, fingerprint
+from xlpo.errors import TrainingError, UserError
+from xlpo.fileio import atomic_dir, write_json, write_jsonl, write_text
+from xlpo.logprobs import completion_logprobs
+from xlpo.losses import SequenceLogps, get_loss, preference_metrics
+from xlpo.models import (apply_lora, cache_root, frozen_copy, is_peft, load_adapter, load_model,
+                         load_tokenizer, reference_mode)
+from xlpo.train import checkpoint as ckpt
+from xlpo.train import reference as ref_cache
+from xlpo.train.config import TrainConfig
+from xlpo.train.metrics import MetricsWriter, StepMetrics, summarize
+from xlpo.versions import library_versions
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    steps: int
+    final_metrics: dict
+    summary: dict
+
+
+def _make_accelerator():
+    from accelerate import Accelerator
+
+    # Accumulation is done by the loop itself (see `_train_step`), so Accelerate must not rescale.
+    # Without CUDA, cpu=True lets `torchrun --nproc_per_node N` form a gloo process group.
+    return Accelerator(gradient_accumulation_steps=1, cpu=not torch.cuda.is_available())
+
+
+def _optimizer(config: TrainConfig, params, device_type: str):
+    choice = config.training.optimizer
+    if choice in ("auto", "paged_adamw_8bit") and device_type == "cuda":
+        try:
+            import bitsandbytes as bnb
+
+            return bnb.optim.PagedAdamW8bit(params, lr=config.training.learning_rate,
+                                           weight_decay=config.training.weight_decay)
+        except ImportError:
+            if choice == "paged_adamw_8bit":
+                raise UserError("training.optimizer: paged_adamw_8bit needs bitsandbytes (pip install bitsandbytes)") from None
+    elif choice == "paged_adamw_8bit":
+        raise UserError("training.optimizer: paged_adamw_8bit needs a CUDA device")
+    return torch.optim.AdamW(params, lr=config.training.learning_rate, weight_decay=config.training.weight_decay)
+
+
+def _scheduler(config: TrainConfig, optimizer, total_steps: int):
+    from transformers import get_scheduler
+
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[config.training.lr_scheduler]
+    warmup = math.ceil(config.training.warmup_ratio * total_steps)
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+
+
+def prepare_pairs(config: TrainConfig, tokenizer) -> tuple[list[TokenizedPair], dict, list[dict]]:
+    if not config.data.train:
+        raise UserError("data.train: no training data given (a .jsonl/.parquet file, dataset directory or Hub id)")
+    records = load_preferences(config.data.train, config.data.columns, config.data.split)
+    if config.data.limit:
+        records = records[:config.data.limit]
+    encoder = PairTokenizer(tokenizer, config.data.chat_format, config.data.max_length,
+                            config.data.max_prompt_length, config.data.truncation)
+    pairs, report = encoder.encode_all(records)
+    if not pairs:
+        raise UserError(f"data.train: all {report.total} pairs were skipped ({report.summary()['skipped_by_reason']}); "
+                        "raise data.max_length / data.max_prompt_length")
+    return pairs, {**report.summary(), "settings": encoder.settings()}, report.skipped
+
+
+class Trainer:
+    """Holds the state of one run; `run()` trains from scratch or from the latest checkpoint."""
+
+    def __init__(self, config: TrainConfig, accelerator=None):
+        self.config = config
+        self.owns_accelerator = accelerator is None
+        self.acc = accelerator or _make_accelerator()
+        self.out = Path(config.training.output_dir)
+        self.spec = get_loss(config.loss.name)
+        self.loss_params = config.loss.params()
+
+    # -- setup ------------------------------------------------------------------------------
+    def setup(self) -> None:
+        cfg, acc = self.config, self.acc
+        from accelerate.utils import set_seed
+
+        set_seed(cfg.training.seed)
+        self.tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
+        self.pad_id = self.tokenizer.pad_token_id
+        self.pairs, self.data_summary, self.skipped = prepare_pairs(cfg, self.tokenizer)
+        self.data_fp = fingerprint(self.pairs)
+        self.languages = sorted({p.lang for p in self.pairs if p.lang})
+        model = load_model(cfg.model.name_or_path, cfg.model.dtype, cfg.model.trust_remote_code,
+                           cfg.model.attn_implementation)
+        model.to(acc.device)
+        self.reference_logps = None
+        if self.spec.needs_reference and cfg.reference.precompute:
+            self.reference_logps = self._precomputed_reference(model)
+        if cfg.model.adapter:
+            model = load_adapter(model, cfg.model.adapter, trainable=True)
+        elif cfg.lora.enabled:
+            model = apply_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
+        self.reference = None
+        needs_live_reference = self.spec.needs_reference and (self.reference_logps is None or self.spec.needs_mismatched)
+        if needs_live_reference and not is_peft(model):
+            self.reference = frozen_copy(model)  # full fine-tuning: the initial weights, kept in memory
+        if cfg.training.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if is_peft(model):
+                model.enable_input_require_grads()
+        model.train()
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = _optimizer(cfg, self.trainable, acc.device.type)
+        t = cfg.training
+        self.steps_per_epoch = len(self._plan(0))
+        self.total_steps = t.max_steps or self.steps_per_epoch * t.epochs
+        self.scheduler = _scheduler(cfg, optimizer, self.total_steps)
+        self.model, self.optimizer = acc.prepare(model, optimizer)
+        acc.register_for_checkpointing(self.scheduler)
+        ckpt.save_trainable_only(acc)
+
+    def _plan(self, epoch: int):
+        t = self.config.training
+        return plan_epoch([p.length for p in self.pairs], t.batch_size, t.grad_accum, self.acc.num_processes,
+                          t.seed, epoch, t.group_by_length)
+
+    def _precomputed_reference(self, base_model) -> torch.Tensor:
+        cfg, acc = self.config, self.acc
+        cache_dir = Path(cfg.reference.cache_dir or cache_root() / "reflogps")
+        key = ref_cache.cache_key(ref_cache.model_fingerprint(base_model, cfg.model.name_or_path), self.data_fp,
+                                  base_model.dtype)
+        cached = ref_cache.load_cached(cache_dir, key, len(self.pairs))
+        if cached is not None:
+            self.reference_source = f"cache {cache_dir / key}.safetensors"
+            return cached
+        values = ref_cache.compute_reference_logps(
+            base_model, self.pairs, self.pad_id, max(2, 2 * cfg.training.batch_size), acc.device,
+            cfg.training.logit_chunk_size, shard=(acc.process_index, acc.num_processes))
+        values = acc.reduce(values.to(acc.device), reduction="sum").cpu()
+        if acc.is_main_process:
+            ref_cache.save_cached(cache_dir, key, values, {"model": cfg.model.name_or_path, "data": self.data_fp})
+        acc.wait_for_everyone()
+        self.reference_source = f"computed, saved to {cache_dir / key}.safetensors"
+        return values
+
+    # -- one step ---------------------------------------------------------------------------
+    def _reference_for(self, batch, size: int):
+        if self.reference_logps is not None:
+            values = self.reference_logps[batch.indices.cpu()].to(self.acc.device)
+            return values[:, 0], values[:, 1]
+        with reference_mode(self.acc.unwrap_model(self.model), self.reference) as ref_model:
+            logps = completion_logprobs(ref_model, batch.input_ids, batch.attention_mask, batch.completion_mask,
+                                        self.config.training.logit_chunk_size)
+        return logps.sum[:size], logps.sum[size:]
+
+    def _mismatched(self, slots):
+        """KTO's KL inputs: policy and reference log-probs of (prompt_i, completion_{i+1}), without grad."""
+        ids, attention, completion = (t.to(self.acc.device) for t in collate_mismatched(self.pairs, slots, self.pad_id))
+        chunk = self.config.training.logit_chunk_size
+        unwrapped = self.acc.unwrap_model(self.model)
+        with torch.no_grad():
+            policy = completion_logprobs(unwrapped, ids, attention, completion, chunk).sum
+        with reference_mode(unwrapped, self.reference) as ref_model:
+            ref = completion_logprobs(ref_model, ids, attention, completion, chunk).sum
+        return policy, ref
+
+    def _train_step(self, plan) -> tuple[dict, int]:
+        acc, cfg = self.acc, self.config
+        my_batches = plan.micro_batches[acc.process_index]
+        weight = acc.num_processes / plan.real_examples  # DDP averages over processes: this gives the global mean
+        metrics = None
+        tokens = 0
+        for a, slots in enumerate(my_batches):
+            batch = collate_pairs(self.pairs, slots, self.pad_id, weight).to(acc.device)
+            size = batch.size
+            last = a == len(my_batches) - 1
+            sync = contextlib.nullcontext() if last else acc.no_sync(self.model)
+            with sync:
+                policy = completion_logprobs(self.model, batch.input_ids, batch.attention_mask, batch.completion_mask,
+                                             cfg.training.logit_chunk_size)
+                ref_chosen = ref_rejected = kl_policy = kl_ref = None
+                if self.spec.needs_reference:
+                    ref_chosen, ref_rejected = self._reference_for(batch, size)
+                if self.spec.needs_mismatched:
+                    kl_policy, kl_ref = self._mismatched(slots)
+                logps = SequenceLogps(chosen=policy.sum[:size], rejected=policy.sum[size:],
+                                      chosen_tokens=policy.tokens[:size], rejected_tokens=policy.tokens[size:],
+                                      ref_chosen=ref_chosen, ref_rejected=ref_rejected, kl_policy=kl_policy, kl_ref=kl_ref)
+                out = self.spec.fn(logps, **self.loss_params)
+                self._stop_if_not_finite(out.losses, batch)
+                acc.backward((out.losses * batch.weights).sum())
+            per_pair = preference_metrics(logps, out)
+            if metrics is None:
+                metrics = StepMetrics(sorted(per_pair), self.languages)
+            metrics.add(per_pair, batch.langs, batch.weights)
+            tokens += int((batch.attention_mask.sum(1) * torch.cat([batch.weights > 0] * 2)).sum())
+        return metrics, tokens
+
+    def _stop_if_not_finite(self, losses: torch.Tensor, batch) -> None:
+        bad = (~torch.isfinite(losses)) & (batch.weights > 0)
+        count = self.acc.reduce(bad.sum().to(self.acc.device), reduction="sum")
+        if int(count) == 0:
+            return
+        from accelerate.utils import gather_object
+
+        ids = gather_object([batch.ids[i] for i in torch.nonzero(bad).flatten().tolist()])
+        raise TrainingError(f"non-finite loss at step {self.step + 1} for example id(s): {', '.join(map(str, ids))}; "
+                            "stopped before updating the weights")
+
+    # -- the run ----------------------------------------------------------------------------
+    def _expected_state(self) -> dict:
+        resumable = self.config.model_dump(mode="json")
+        resumable["training"] = {k: v for k, v in resumable["training"].items()
+                                 if k not in ("save_steps", "keep_checkpoints", "progress", "logging_steps")}
+        return {"config": resumable, "data_fingerprint": self.data_fp, "num_processes": self.acc.num_processes}
+
+    def run(self, resume: bool = False) -> TrainResult:
+        self.setup()
+        acc, cfg = self.acc, self.config
+        start = 0
+        if acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+        writer = MetricsWriter(self.out) if acc.is_main_process else None
+        if resume:
+            latest = ckpt.latest_checkpoint(self.out)
+            if latest is None:
+                if acc.is_main_process:
+                    print(f"xlpo: --resume: no checkpoint in {self.out}/checkpoints, starting from step 0")
+            else:
+                state = ckpt.load_checkpoint(acc, latest, self._expected_state())
+                start = state["step"]
+        elif (self.out / "metrics.jsonl").exists() and acc.is_main_process:
+            (self.out / "metrics.jsonl").unlink()
+        if writer is not None:
+            writer.truncate_after(start)
+        self._write_run_files()
+        progress = _progress(acc.is_main_process and cfg.training.progress, self.total_steps, start)
+        last_metrics: dict = {}
+        started = time.perf_counter()
+        plans_epoch, plans = -1, []
+        with progress:
+            for self.step in range(start, self.total_steps):
+                epoch, within = divmod(self.step, self.steps_per_epoch)
+                if epoch != plans_epoch:
+                    plans, plans_epoch = self._plan(epoch), epoch
+                tic = time.perf_counter()
+                step_metrics, tokens = self._train_step(plans[within])
+                grad_norm = self._clip()
+                lr = self.scheduler.get_last_lr()[0]
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                per_pair, langs, mask = (acc.gather(t.to(acc.device)).cpu() if acc.num_processes > 1 else t
+                                         for t in _flat(step_metrics))
+                values = per_pair.T
+                tokens = int(acc.reduce(torch.tensor(tokens, device=acc.device), reduction="sum"))
+                record = {"step": self.step + 1, "epoch": round(epoch + (within + 1) / self.steps_per_epoch, 4),
+                          **summarize(step_metrics.names, self.languages, values, langs, mask),
+                          "grad_norm": grad_norm, "learning_rate": lr,
+                          "tokens_per_second": tokens / max(time.perf_counter() - tic, 1e-9)}
+                last_metrics = record
+                if writer is not None and ((self.step + 1) % cfg.training.logging_steps == 0 or self.step + 1 == self.total_steps):
+                    writer.write(record)
+                progress.advance(record)
+                if cfg.training.save_steps and (self.step + 1) % cfg.training.save_steps == 0 and self.step + 1 < self.total_steps:
+                    ckpt.save_checkpoint(acc, self.out, self.step + 1, {"step": self.step + 1, **self._expected_state()},
+                                         cfg.training.keep_checkpoints)
+        if writer is not None:
+            writer.close()
+        summary = self._finish(last_metrics, time.perf_counter() - started, start)
+        if self.owns_accelerator and self.acc.num_processes > 1:
+            self.acc.end_training()  # tears the process group down cleanly
+        return TrainResult(self.out, self.total_steps, last_metrics, summary)
+
+    def _clip(self) -> float:
+        max_norm = self.config.training.max_grad_norm
+        if max_norm is not None:
+            return float(self.acc.clip_grad_norm_(self.trainable, max_norm))
+        grads = [p.grad.detach().float().norm() for p in self.trainable if p.grad is not None]
+        return float(torch.stack(grads).norm()) if grads else 0.0
+
+    def _write_run_files(self) -> None:
+        if not self.acc.is_main_process:
+            return
+        write_text(self.out / "config.yaml", yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False))
+        write_json(self.out / "versions.json", library_versions())
+        write_jsonl(self.out / "skipped.jsonl", self.skipped)
+
+    def _finish(self, last_metrics: dict, seconds: float, start: int) -> dict:
+        acc = self.acc
+        acc.wait_for_everyone()
+        summary = {
+            "loss": self.config.loss.name, "loss_params": self.loss_params, "steps": self.total_steps,
+            "resumed_from_step": start, "pairs": len(self.pairs), "languages": self.languages,
+            "data": self.data_summary, "data_fingerprint": self.data_fp,
+            "reference": getattr(self, "reference_source", "live" if self.spec.needs_reference else "none"),
+            "num_processes": acc.num_processes, "seconds": round(seconds, 2), "final_metrics": last_metrics,
+        }
+        if acc.is_main_process:
+            model = acc.unwrap_model(self.model)
+            name = "adapter" if is_peft(model) else "model"
+            with atomic_dir(self.out / name) as tmp:
+                model.save_pretrained(tmp, safe_serialization=True)
+                self.tokenizer.save_pretrained(tmp)
+            summary["saved"] = str(self.out / name)
+            write_json(self.out / "train_summary.json", summary)
+        acc.wait_for_everyone()
+        return summary
+
+
+def _flat(step_metrics: StepMetrics):
+    values, langs, mask = step_metrics.tensors()
+    # Pairs along dim 0, so that gathering across processes concatenates pairs.
+    return values.T.contiguous(), langs, mask.float()
+
+
+class _progress:
+    """A rich progress bar on the main process; a no-op elsewhere."""
+
+    def __init__(self, enabled: bool, total: int, start: int):
+        self.enabled = enabled
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                TextColumn("{task.fields[info]}"), transient=False)
+            self.task = self.bar.add_task("train", total=total, completed=start, info="")
+
+    def __enter__(self):
+        if self.enabled:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.bar.__exit__(*exc)
+
+    def advance(self, record: dict) -> None:
+        if self.enabled:
+            info = f"loss {record.get('loss', float('nan')):.4f} acc {record.get('rewards/accuracies', float('nan')):.2f}"
+            self.bar.update(self.task, advance=1, info=info)
+
+
+def train(config: TrainConfig, resume: bool = False, accelerator=None) -> TrainResult:
+    """Train with `config`; with `resume`, continue from the latest checkpoint in its output_dir."""
+    return Trainer(config, accelerator).run(resume=resume)
