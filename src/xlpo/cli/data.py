@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -12,30 +10,15 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from xlpo.cli import app
-from xlpo.errors import UserError
+from xlpo.cli import app, user_errors
 
 data_app = typer.Typer(help="Build preference data sets (MTPE for CAPO) and print their statistics.",
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 
-def _user_errors(func):
-    """User mistakes print one line `xlpo: error: ...` and exit 2, however the app is invoked."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except UserError as exc:
-            print(f"xlpo: error: {exc}", file=sys.stderr)
-            raise typer.Exit(exc.exit_code) from None
-
-    return wrapper
-
-
 @data_app.command("mtpe")
-@_user_errors
+@user_errors
 def mtpe(
     out: Path = typer.Option(..., "--out", help="Output folder: train/validation/evaluation.jsonl and manifest.json."),
     directions: Optional[str] = typer.Option(
@@ -103,7 +86,7 @@ def mtpe(
 
 
 @data_app.command("stats")
-@_user_errors
+@user_errors
 def stats(
     file: Path = typer.Argument(..., help="A preference JSONL file (e.g. train.jsonl from `xlpo data mtpe`)."),
     tokenizer: str = typer.Option("embedded", "--tokenizer", help="Tokenizer for token counts: 'embedded' "

@@ -28,13 +28,10 @@ def train(
     """Train a model on preference pairs with any registered loss (LoRA or full fine-tuning)."""
     import yaml
 
+    from xlpo.cli import config_and_overrides
     from xlpo.train.config import load_config
 
-    # A config path that looks like key=value is an override (no config file given).
-    items = list(overrides or [])
-    if config is not None and "=" in str(config) and not config.exists():
-        items.insert(0, str(config))
-        config = None
+    config, items = config_and_overrides(config, overrides)
     cfg = load_config(config, items)
     if dry_run:
         typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

@@ -9,7 +9,6 @@ this BLEU on the training data); and the HTER distribution.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from xlpo.errors import UserError
-from xlpo.fileio import write_json
+from xlpo.fileio import iter_jsonl, write_json
 
 HTER_BINS = 10
 
@@ -44,26 +43,10 @@ def _text(value: Any, field: str, where: str) -> str:
 def read_pairs(path: str | Path) -> list[dict[str, Any]]:
     """(lang, chosen, rejected, hter) of every row of a preference JSONL file."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory, expected a JSONL file") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise UserError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x})") from None
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, expected a JSONL file")
     pairs = []
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{where}: not valid JSON ({exc.msg})") from None
+    for where, row in iter_jsonl(path):
         if not isinstance(row, dict):
             raise UserError(f"{where}: expected a JSON object, got {type(row).__name__}")
         for field in ("chosen", "rejected"):

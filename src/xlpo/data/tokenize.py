@@ -81,7 +81,7 @@ class PairTokenizer:
     def _messages(self, prompt: Text) -> Messages:
         return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
 
-    def _prompt_text(self, prompt: Text) -> str:
+    def prompt_text(self, prompt: Text) -> str:
         if self.chat_format == "none":
             if not isinstance(prompt, str):
                 raise UserError("data.chat_format 'none' needs plain-string prompts, got a message list")
@@ -92,10 +92,10 @@ class PairTokenizer:
             return "".join(f"<|{m['role']}|>\n{m['content']}{eos}\n" for m in messages) + "<|assistant|>\n"
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def _completion_text(self, prompt: Text, prompt_text: str, completion: Text) -> str:
+    def completion_text(self, prompt: Text, prompt_text: str, completion: Text) -> str:
         content = completion if isinstance(completion, str) else "".join(m["content"] for m in completion)
         # A completion that already ends with EOS (e.g. "...<|im_end|>") must not get a second one from
-        # the template or from `_encode_completion`: drop the trailing EOS text (and whitespace after it).
+        # the template or from `encode_completion`: drop the trailing EOS text (and whitespace after it).
         eos = self.tokenizer.eos_token
         while eos and content.rstrip().endswith(eos):
             content = content.rstrip()[:-len(eos)]
@@ -109,7 +109,7 @@ class PairTokenizer:
         # Whatever the template puts after the end-of-turn token (a newline) is not part of the answer.
         return full[len(prompt_text):].rstrip()
 
-    def _encode_completion(self, text: str) -> list[int]:
+    def encode_completion(self, text: str) -> list[int]:
         ids = self.tokenizer(text, add_special_tokens=False).input_ids
         # EOS exactly once: the template's own end-of-turn token counts (it may differ from EOS, e.g.
         # <end_of_turn>); without a template only EOS itself does, so "...<|endoftext|>" still gets EOS.
@@ -119,7 +119,7 @@ class PairTokenizer:
             ids.append(self.eos_id)
         return ids
 
-    def _encode_prompt(self, text: str) -> list[int]:
+    def encode_prompt(self, text: str) -> list[int]:
         ids = self.tokenizer(text, add_special_tokens=False).input_ids
         if self.bos_id is not None and ids[:1] != [self.bos_id]:
             ids.insert(0, self.bos_id)
@@ -128,10 +128,10 @@ class PairTokenizer:
     # -- public -----------------------------------------------------------------------------
     def encode(self, index: int, record: PreferenceRecord) -> tuple[TokenizedPair | None, str | None, bool]:
         """(pair, skip reason, truncated) for one record."""
-        prompt_text = self._prompt_text(record.prompt)
-        prompt_ids = self._encode_prompt(prompt_text)
-        chosen = self._encode_completion(self._completion_text(record.prompt, prompt_text, record.chosen))
-        rejected = self._encode_completion(self._completion_text(record.prompt, prompt_text, record.rejected))
+        prompt_text = self.prompt_text(record.prompt)
+        prompt_ids = self.encode_prompt(prompt_text)
+        chosen = self.encode_completion(self.completion_text(record.prompt, prompt_text, record.chosen))
+        rejected = self.encode_completion(self.completion_text(record.prompt, prompt_text, record.rejected))
         if len(prompt_ids) > self.max_prompt_length:
             return None, f"prompt too long ({len(prompt_ids)} > max_prompt_length {self.max_prompt_length})", False
         room = self.max_length - len(prompt_ids)

@@ -71,7 +71,7 @@ class LossSection(_Section):
         except ValidationError as exc:
             err = exc.errors()[0]
             key = ".".join(str(p) for p in err["loc"])
-            msg = "unknown key for loss " + self.name + _close(key, list(spec.params.model_fields)) \
+            msg = "unknown key for loss " + self.name + suggest_key(key, list(spec.params.model_fields)) \
                 if err["type"] == "extra_forbidden" else err["msg"]
             raise UserError(f"config: loss.{key}: {msg}") from None
 
@@ -137,10 +137,10 @@ def _suggest(loc) -> str:
         if field is None:
             return ""
         model = field.annotation
-    return _close(str(loc[-1]), list(getattr(model, "model_fields", {})))
+    return suggest_key(str(loc[-1]), list(getattr(model, "model_fields", {})))
 
 
-def _close(key: str, names: list[str]) -> str:
+def suggest_key(key: str, names: list[str]) -> str:
     close = difflib.get_close_matches(key, names, n=1)
     return f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(names)})"
 
@@ -159,23 +159,24 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return path, value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
-    """Read YAML (if given), apply `a.b=value` overrides, validate."""
-    raw: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"{path}: config file not found")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark else str(path)
-            raise UserError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
-        if not isinstance(raw, dict):
-            raise UserError(f"{path}: expected a mapping of sections (model, lora, data, loss, reference, training)")
-        # A section with every key commented out (`data:` alone) is null in YAML: treat it as empty.
-        raw = {k: ({} if v is None else v) for k, v in raw.items()}
+def read_yaml(path: str | Path, what: str = "sections") -> dict:
+    """A YAML mapping; invalid YAML names file:line. Empty sections (`data:` alone) become {}."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise UserError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of {what}")
+    return {k: ({} if v is None else v) for k, v in raw.items()}
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Set `a.b.c=value` items in a nested dict (values parsed as YAML scalars)."""
     for item in overrides:
         keys, value = parse_override(item)
         node = raw
@@ -186,14 +187,28 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Tr
             if not isinstance(node, dict):
                 raise UserError(f"override '{item}': '{k}' is not a section")
         node[keys[-1]] = value
+    return raw
+
+
+def config_from_dict(raw: dict, prefix: str = "") -> TrainConfig:
+    """Validate a nested dict; errors name the dotted key (under `prefix`, e.g. 'train.')."""
     try:
         config = TrainConfig.model_validate(raw)
     except ValidationError as exc:
-        raise UserError(_format_error(exc)) from None
-    # Validate the loss name and hyper-parameters, and write every default out so the saved
-    # config.yaml says exactly what ran.
-    config.loss = LossSection(name=config.loss.name, **config.loss.params())
+        raise UserError(_format_error(exc).replace("config: ", f"config: {prefix}", 1)) from None
+    try:
+        # Validate the loss name and hyper-parameters, and write every default out so the saved
+        # config.yaml says exactly what ran.
+        config.loss = LossSection(name=config.loss.name, **config.loss.params())
+    except UserError as exc:
+        raise UserError(str(exc).replace("config: ", f"config: {prefix}", 1)) from None
     return config
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
+    """Read YAML (if given), apply `a.b=value` overrides, validate."""
+    raw = read_yaml(path, "sections (model, lora, data, loss, reference, training)") if path is not None else {}
+    return config_from_dict(apply_overrides(raw, list(overrides)))
 
 
 def options_help() -> str:

@@ -276,7 +276,8 @@ class Trainer:
                 record = {"step": self.step + 1, "epoch": round(epoch + (within + 1) / self.steps_per_epoch, 4),
                           **summarize(step_metrics.names, self.languages, values, langs, mask),
                           "grad_norm": grad_norm, "learning_rate": lr,
-                          "tokens_per_second": tokens / max(time.perf_counter() - tic, 1e-9)}
+                          "tokens_per_second": tokens / max(time.perf_counter() - tic, 1e-9),
+                          "step_seconds": time.perf_counter() - tic}
                 last_metrics = record
                 if writer is not None and ((self.step + 1) % cfg.training.logging_steps == 0 or self.step + 1 == self.total_steps):
                     writer.write(record)

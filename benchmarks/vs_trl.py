@@ -1,0 +1,302 @@
+"""xlpo against Hugging Face TRL, side by side: pairs/s, peak RSS and model FLOP utilisation.
+
+Same model, data, batch (8 pairs), LoRA (r 16, all linear layers), plain-text format and thread
+count for both libraries; each run is a separate child process (so RSS is its own), runs are
+alternated, and the numbers printed are ratios measured in this one script.
+
+    .venv/bin/pip install 'torch==2.13.0' -e '.[bench]'       # TRL 1.16
+    .venv/bin/python benchmarks/vs_trl.py                       # all settings, 1 and 2 threads
+    .venv/bin/python benchmarks/vs_trl.py --settings a --threads 1 --steps 2 --warmup 1   # smoke
+
+Settings: (a) random Llama, 4 layers, hidden 256, BPE vocabulary of 8,192 trained on the data;
+(b) the embedded SmolLM2-135M-Instruct; (c) random small Llama with Llama-3's vocabulary size
+(128,256) on the SmolLM2 tokenizer. Methods: LoRA DPO (TRL DPOTrainer), LoRA SimPO (TRL's
+CPOTrainer, loss_type simpo), and xlpo's CAPO against the same CPO/SimPO trainer (TRL's nearest
+reference-free trainer). Throughput is end to end over the same pairs (tokenization and reference
+log-probs included); steady-state step time is reported beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BATCH = 8
+
+
+# --------------------------------------------------------------------------- setup (parent)
+
+def _pairs(n: int) -> list[dict]:
+    """Real MTPE pairs (post-edit vs MT), plain strings, ~100 tokens per sequence."""
+    from xlpo.data.mtpe import build_mtpe
+
+    build = build_mtpe("en-de,en-zh", per_split=max(n, 8))
+    rows = build.splits["train"][:n]
+    return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"], "id": r["id"], "lang": r["lang"]}
+            for r in rows]
+
+
+def _save_random_llama(path: Path, tokenizer, vocab: int, layers: int, hidden: int, heads: int) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
+                         num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=1024,
+                         tie_word_embeddings=False, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id)
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _bpe_tokenizer(texts: list[str], vocab: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab, special_tokens=["<|endoftext|>", "<|im_end|>"],
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+
+
+def prepare(workdir: Path, settings: list[str], n_pairs: int) -> dict[str, Path]:
+    from xlpo.models import embedded_model_dir, load_tokenizer
+
+    pairs = _pairs(n_pairs)
+    data = workdir / "pairs.jsonl"
+    data.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs), encoding="utf-8")
+    models = {}
+    if "a" in settings:
+        texts = [t for p in _pairs(400) for t in (p["prompt"], p["chosen"], p["rejected"])]
+        models["a"] = _save_random_llama(workdir / "llama-8k", _bpe_tokenizer(texts, 8192), 8192, 4, 256, 4)
+    if "b" in settings:
+        models["b"] = embedded_model_dir()
+    if "c" in settings:
+        models["c"] = _save_random_llama(workdir / "llama-128k", load_tokenizer("embedded"), 128_256, 4, 256, 4)
+    return {"data": data, **models}
+
+
+# --------------------------------------------------------------------------- one run (child)
+
+def _matmul_ceiling(threads: int) -> float:
+    """fp32 GFLOP/s of a large matmul with this many threads: the MFU denominator."""
+    import torch
+
+    a, b = torch.randn(1536, 1536), torch.randn(1536, 1536)
+    for _ in range(2):
+        a @ b
+    best = float("inf")
+    for _ in range(5):
+        tic = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - tic)
+    return 2 * 1536 ** 3 / best / 1e9
+
+
+def _model_flops(model_dir: str, tokens_per_step: float, method: str) -> float:
+    """Model FLOPs per step for LoRA: forward 2NT + input-gradient backward 2NT (+ reference forward 2NT)."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(model_dir)
+    h, layers, inter, vocab = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size, cfg.vocab_size
+    kv = h * cfg.num_key_value_heads // cfg.num_attention_heads
+    n = layers * (2 * h * h + 2 * h * kv + 3 * h * inter) + vocab * h  # matmul weights incl. output layer
+    passes = 3 if method == "dpo" else 2
+    return 2 * n * tokens_per_step * passes
+
+
+def _import_everything(model_dir: str) -> None:
+    os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
+    import peft  # noqa: F401
+    import trl  # noqa: F401
+    import trl.experimental.cpo  # noqa: F401
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    import xlpo.train.trainer  # noqa: F401
+
+    AutoTokenizer.from_pretrained(model_dir)
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir).__class__(num_hidden_layers=1, vocab_size=8,
+                                                                                      hidden_size=8, intermediate_size=8,
+                                                                                      num_attention_heads=1,
+                                                                                      num_key_value_heads=1))
+
+
+def child(args) -> None:
+    import resource
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    rows = [json.loads(line) for line in Path(args.data).read_text(encoding="utf-8").splitlines()]
+    steps = args.warmup + args.steps
+    rows = rows[:steps * BATCH]
+    out = Path(tempfile.mkdtemp(prefix=f"bench-{args.lib}-"))
+    _import_everything(args.model)  # module import time is not training time, for either library
+    if args.lib == "xlpo":
+        step_times, tokens = _run_xlpo(args, rows, out, steps)
+    else:
+        step_times, tokens = _run_trl(args, rows, out, steps)
+    result = {"lib": args.lib, "method": args.method, "setting": args.setting, "threads": args.threads,
+              "pairs": len(rows), "total_seconds": step_times.pop("total"),
+              "steady_step_seconds": statistics.median(step_times["steps"][args.warmup:]),
+              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+              "tokens_per_step": tokens, "matmul_gflops": _matmul_ceiling(args.threads)}
+    result["pairs_per_second"] = result["pairs"] / result["total_seconds"]
+    flops = _model_flops(args.model, tokens, args.method)
+    result["mfu"] = flops / result["steady_step_seconds"] / (result["matmul_gflops"] * 1e9)
+    Path(args.result).write_text(json.dumps(result))
+
+
+def _run_xlpo(args, rows, out: Path, steps: int):
+    from xlpo.train.config import load_config
+    from xlpo.train.trainer import train
+
+    data = out / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    loss = {"dpo": ["loss.name=dpo", "loss.beta=0.1"], "simpo": ["loss.name=simpo", "loss.beta=2.0", "loss.gamma=0.5"],
+            "capo": ["loss.name=capo"]}[args.method]
+    cfg = load_config(None, [f"model.name_or_path={args.model}", "model.dtype=float32", f"data.train={data}",
+                             "data.chat_format=none", "data.max_length=512", "data.max_prompt_length=256", *loss,
+                             f"training.output_dir={out / 'run'}", f"training.batch_size={BATCH}",
+                             f"training.max_steps={steps}", "training.learning_rate=1e-5", "training.progress=false",
+                             f"reference.cache_dir={out / 'ref'}", "training.warmup_ratio=0"])
+    tic = time.perf_counter()
+    train(cfg)
+    total = time.perf_counter() - tic
+    metrics = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+    tokens = statistics.mean(m["tokens_per_second"] * m["step_seconds"] for m in metrics)
+    return {"total": total, "steps": [m["step_seconds"] for m in metrics]}, tokens
+
+
+def _run_trl(args, rows, out: Path, steps: int):
+    os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoTokenizer, TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.times, self.last = [], None
+
+        def on_step_begin(self, *a, **k):
+            self.last = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            self.times.append(time.perf_counter() - self.last)
+
+    timer = StepTimer()
+    dataset = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
+    common = dict(output_dir=str(out / "run"), per_device_train_batch_size=BATCH, max_steps=steps, learning_rate=1e-5,
+                  logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, seed=42, max_length=512,
+                  dataloader_num_workers=0)
+    tic = time.perf_counter()
+    if args.method == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        trainer = DPOTrainer(args.model, args=DPOConfig(beta=0.1, **common), train_dataset=dataset,
+                             processing_class=tokenizer, peft_config=lora, callbacks=[timer])
+    else:  # simpo, and the reference-free trainer CAPO is compared with
+        from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+        trainer = CPOTrainer(args.model, args=CPOConfig(loss_type="simpo", cpo_alpha=0.0, beta=2.0, simpo_gamma=0.5,
+                                                        **common),
+                             train_dataset=dataset, processing_class=tokenizer, peft_config=lora, callbacks=[timer])
+    trainer.train()
+    total = time.perf_counter() - tic
+    batch = next(iter(trainer.get_train_dataloader()))
+    masks = [v for k, v in batch.items() if k.endswith("attention_mask")]
+    tokens = float(sum(m.sum() for m in masks)) if masks else float("nan")
+    return {"total": total, "steps": timer.times}, tokens
+
+
+# --------------------------------------------------------------------------- driver (parent)
+
+PEERS = {"dpo": "TRL DPOTrainer", "simpo": "TRL CPOTrainer (simpo)", "capo": "TRL CPOTrainer (simpo)"}
+
+
+def run_one(paths, setting, lib, method, threads, args) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        result_path = f.name
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, __file__, "--child", "--lib", lib, "--method", method, "--setting", setting,
+           "--model", str(paths[setting]), "--data", str(paths["data"]), "--threads", str(threads),
+           "--steps", str(args.steps), "--warmup", str(args.warmup), "--result", result_path]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"{lib} {method} ({setting}) failed:\n{done.stderr[-3000:]}")
+    return json.loads(Path(result_path).read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--settings", default="a,b,c")
+    parser.add_argument("--methods", default="dpo,simpo,capo")
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--steps", type=int, default=5, help="measured steps after warm-up")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "vs_trl.json"))
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    for name in ("lib", "method", "setting", "model", "data", "result"):
+        parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.threads = args.threads if args.child else [int(t) for t in args.threads.split(",")]
+    if args.child:
+        args.threads = int(args.threads)
+        child(args)
+        return
+    settings, methods = args.settings.split(","), args.methods.split(",")
+    work = Path(tempfile.mkdtemp(prefix="xlpo-bench-"))
+    paths = prepare(work, settings, (args.warmup + args.steps) * BATCH)
+    results = []
+    order = 0
+    header = (f"{'setting':8} {'thr':>3} {'method':6} {'xlpo p/s':>9} {'TRL p/s':>8} {'ratio':>6} "
+              f"{'xlpo MB':>8} {'TRL MB':>8} {'mem':>5} {'xlpo MFU':>8} {'TRL MFU':>8}  peer")
+    print(header, flush=True)
+    for setting in settings:
+        for threads in args.threads:
+            for method in methods:
+                libs = ["xlpo", "trl"] if order % 2 == 0 else ["trl", "xlpo"]  # alternate who runs first
+                order += 1
+                pair = {lib: run_one(paths, setting, lib, method, threads, args) for lib in libs}
+                x, t = pair["xlpo"], pair["trl"]
+                row = {"setting": setting, "threads": threads, "method": method, "xlpo": x, "trl": t,
+                       "speed_ratio": x["pairs_per_second"] / t["pairs_per_second"],
+                       "memory_ratio": x["peak_rss_mb"] / t["peak_rss_mb"], "peer": PEERS[method]}
+                results.append(row)
+                print(f"{setting:8} {threads:>3} {method:6} {x['pairs_per_second']:9.3f} {t['pairs_per_second']:8.3f} "
+                      f"{row['speed_ratio']:6.2f} {x['peak_rss_mb']:8.0f} {t['peak_rss_mb']:8.0f} "
+                      f"{row['memory_ratio']:5.2f} {x['mfu']:8.1%} {t['mfu']:8.1%}  {row['peer']}", flush=True)
+    import platform
+
+    from xlpo.versions import library_versions
+
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+                                          "versions": {**library_versions(), "trl": _trl_version()},
+                                          "batch_pairs": BATCH, "steps": args.steps, "warmup": args.warmup,
+                                          "results": results}, indent=2))
+    print(f"saved {args.out}")
+
+
+def _trl_version() -> str:
+    import importlib.metadata
+
+    return importlib.metadata.version("trl")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""`xlpo eval rewards`: score a model (+ adapter, + reference) on a preference file, per pair.
+
+Writes a *scored run*: `scores.jsonl` (one row per pair: summed log-probs, token and character
+counts of chosen and rejected, reference log-probs when a reference is used), `scoring.json`
+(what was scored) and `accuracy.json` (per-language accuracy by each definition, with 95%
+bootstrap intervals). A run whose inputs are unchanged is not scored again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from xlpo.data.records import PreferenceRecord, load_preferences
+from xlpo.data.tokenize import PairTokenizer, fingerprint
+from xlpo.errors import UserError
+from xlpo.eval.scoring import score_pairs
+from xlpo.fileio import read_json, write_json, write_jsonl
+from xlpo.models import load_adapter, load_model, load_tokenizer, reference_mode
+from xlpo.versions import library_versions
+
+
+@dataclass
+class ScoringRequest:
+    data: str
+    out_dir: str
+    model: str = "embedded"
+    adapter: str | None = None
+    reference: bool = True  # with an adapter: also score the base (adapter disabled) as the reference
+    name: str | None = None  # label in reports; default: the adapter's run name or "base"
+    method: str | None = None  # the loss the adapter was trained with (from its run, if found)
+    dtype: str = "auto"
+    chat_format: str = "tokenizer"
+    max_length: int = 1024
+    max_prompt_length: int = 512
+    batch_size: int = 8
+    columns: dict | None = None
+    trust_remote_code: bool = False
+    reference_scores: str | None = None  # a scored run of the base model on the same data: reused as reference
+
+
+def _text_chars(value) -> int:
+    return len(value) if isinstance(value, str) else sum(len(m["content"]) for m in value)
+
+
+def _adapter_hash(adapter: str | None) -> str | None:
+    if not adapter:
+        return None
+    weights = Path(adapter) / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise UserError(f"adapter '{adapter}': no adapter_model.safetensors there")
+    return hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+
+
+def _train_run_of(adapter: str | None) -> Path | None:
+    """The training run directory an adapter came from (its parent holds config.yaml), if any."""
+    if not adapter:
+        return None
+    run = Path(adapter).resolve().parent
+    return run if (run / "config.yaml").is_file() and (run / "metrics.jsonl").is_file() else None
+
+
+def _reusable_reference(req: ScoringRequest, data_fingerprint: str) -> list[dict] | None:
+    """The base model's own scores on the same tokenized data are exactly the reference scores."""
+    if not req.reference_scores:
+        return None
+    run = Path(req.reference_scores)
+    meta = read_json(run / "scoring.json")
+    if meta.get("adapter") or meta.get("model") != req.model or meta.get("data_fingerprint") != data_fingerprint:
+        return None
+    return [json.loads(line) for line in (run / "scores.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def score_run(req: ScoringRequest, log=None) -> Path:
+    """Score `req.data` and write the scored run to `req.out_dir`; returns that directory."""
+    out = Path(req.out_dir)
+    tokenizer = load_tokenizer(req.model, req.trust_remote_code)
+    records = load_preferences(req.data, req.columns)
+    encoder = PairTokenizer(tokenizer, req.chat_format, req.max_length, req.max_prompt_length)
+    pairs, report = encoder.encode_all(records)
+    if not pairs:
+        raise UserError(f"{req.data}: no pair fits max_length {req.max_length}")
+    by_id: dict[str, PreferenceRecord] = {r.id: r for r in records}
+    train_dir = _train_run_of(req.adapter)
+    loss_params, method = None, req.method
+    if train_dir is not None:
+        import yaml
+
+        loss = yaml.safe_load((train_dir / "config.yaml").read_text())["loss"]
+        method = method or loss["name"]
+        loss_params = {k: v for k, v in loss.items() if k != "name"}
+    use_reference = bool(req.adapter) and req.reference
+    meta = {
+        "name": req.name or (train_dir.name if train_dir else ("base" if not req.adapter else Path(req.adapter).name)),
+        "method": method or ("base" if not req.adapter else None),
+        "loss_params": loss_params,
+        "model": req.model, "adapter": req.adapter, "adapter_sha": _adapter_hash(req.adapter),
+        "reference": "base model (adapter disabled)" if use_reference else None,
+        "beta": (loss_params or {}).get("beta"),
+        "data": str(req.data), "data_fingerprint": fingerprint(pairs),
+        "train_dir": str(train_dir) if train_dir else None,
+        "tokenization": {**report.summary(), "settings": encoder.settings()},
+    }
+    previous = out / "scoring.json"
+    if previous.is_file() and (out / "scores.jsonl").is_file():
+        old = read_json(previous)
+        if all(old.get(k) == meta[k] for k in ("model", "adapter_sha", "reference", "data_fingerprint")):
+            if log:
+                log(f"scores up to date: {out}")
+            return out
+
+    model = load_model(req.model, req.dtype, req.trust_remote_code)
+    if torch.cuda.is_available():
+        model.to("cuda")
+    if req.adapter:
+        model = load_adapter(model, req.adapter)
+    rows = score_pairs(model, pairs, tokenizer.pad_token_id, req.batch_size)
+    if use_reference:
+        ref_rows = _reusable_reference(req, meta["data_fingerprint"])
+        if ref_rows is None:
+            with reference_mode(model) as base:
+                ref_rows = score_pairs(base, pairs, tokenizer.pad_token_id, req.batch_size)
+    for i, row in enumerate(rows):
+        record = by_id[row["id"]]
+        row["chars_chosen"], row["chars_rejected"] = _text_chars(record.chosen), _text_chars(record.rejected)
+        row["ref_logp_chosen"] = ref_rows[i]["logp_chosen"] if use_reference else None
+        row["ref_logp_rejected"] = ref_rows[i]["logp_rejected"] if use_reference else None
+    from xlpo.eval.analysis import accuracy_table
+
+    write_jsonl(out / "scores.jsonl", rows)
+    write_json(out / "accuracy.json", accuracy_table(rows, beta=meta["beta"]))
+    write_json(out / "versions.json", library_versions())
+    write_json(previous, meta)  # last: its presence marks a finished scoring
+    return out

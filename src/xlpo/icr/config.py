@@ -1,0 +1,227 @@
+"""The ICR run configuration: YAML plus `key=value` overrides, validated in one place.
+
+Every mistake is a one-line `UserError` naming the dotted key. The `train` section is an ordinary
+training config (`xlpo train`) without `model` and `data.train`, which each iteration fills in.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from xlpo.errors import UserError
+from xlpo.icr.prompts import language_name
+from xlpo.icr.reward import REWARD_KINDS
+from xlpo.train.config import TrainConfig, suggest_key, apply_overrides, config_from_dict, read_yaml
+
+RewardKind = Literal["crosslingual", "multilingual", "translate"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PolicySection(_Section):
+    name_or_path: str = Field("embedded", description="The initial policy's weights (Hub id, local dir or 'embedded'); with policy.adapter, the base the adapter sits on.")
+    adapter: str | None = Field(None, description="LoRA adapter of the English-aligned initial policy; the reference is then this base with the adapter disabled.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weight dtype for sampling, scoring and training.")
+    trust_remote_code: bool = Field(False, description="Allow model code from the Hub repository.")
+    attn_implementation: str | None = Field(None, description="Attention kernel (sdpa, flash_attention_2, eager).")
+
+
+class ReferenceSection(_Section):
+    name_or_path: str | None = Field(None, description="A separate reference checkpoint (the initial model pi_I, e.g. the SFT model of an SFT-DPO policy); default: policy.name_or_path (with policy.adapter disabled).")
+    training: Literal["initial", "previous"] = Field("initial", description="DPO reference when training iteration t: the initial model pi_I (paper's choice, Table 6) or the previous iteration's policy.")
+
+
+class InitSection(_Section):
+    pairs: str | None = Field(None, description="Make the English-aligned initial policy first (iteration 0): a preference JSONL to train a LoRA adapter on from policy.name_or_path, or 'mtpe' to build CAPO's MTPE pairs from the staged data.")
+    mtpe_per_split: int = Field(10, gt=0, description="With init.pairs=mtpe: pairs per translation direction.")
+    train: dict[str, Any] = Field(default_factory=lambda: {"loss": {"name": "dpo", "beta": 0.1}}, description="Overrides of the train section for iteration 0 (e.g. loss, training.max_steps).")
+
+
+class PromptsSection(_Section):
+    dir: str = Field("../shared/data/icr/ultrafeedback_binarized/subset/random_1000", description="Folder of parallel <lang>.jsonl prompt files (instruction, instruction_id), aligned with en.jsonl.")
+    languages: list[str] = Field(default_factory=lambda: ["en", "es", "ru", "de", "fr"], description="Languages to sample and train on (English may be left out; en.jsonl is always read).")
+    limit: int | None = Field(None, gt=0, description="Use only the first N prompts of every language.")
+    language_names: dict[str, str] = Field(default_factory=dict, description="Full English names of languages missing from the built-in table, e.g. {yo: Yoruba}.")
+
+
+class SamplingSection(_Section):
+    n: int = Field(10, ge=2, description="Responses sampled per prompt and language.")
+    temperature: float = Field(0.9, gt=0, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
+    max_new_tokens: int = Field(512, gt=0, description="Most tokens per response (the authors used 2400).")
+    seed: int = Field(42, description="Sampling seed; each chunk of prompts derives its own from it.")
+    batch_size: int = Field(8, gt=0, description="Prompts per generate() call (HF backend); each yields n sequences.")
+    backend: Literal["auto", "hf", "vllm"] = Field("auto", description="auto = vLLM on CUDA when installed, else batched Hugging Face generation.")
+    chunk_size: int = Field(64, gt=0, description="Prompts per saved part: a killed run redoes at most one part per language.")
+
+
+class RewardSection(_Section):
+    select: RewardKind = Field("crosslingual", description="Reward that builds the training pairs: crosslingual (R_c), multilingual (R_m) or translate (R_t).")
+    also: list[RewardKind] = Field(default_factory=list, description="Further rewards to compute for comparison (their pairs and statistics are kept, not trained on).")
+    beta: float = Field(0.1, gt=0, description="Scale of the implicit reward beta*(log pi - log pi_ref); does not change the pairs.")
+    length_penalty: bool = Field(True, description="Fit alpha per language (false: alpha = 0).")
+    alpha_start: float = Field(0.0, ge=0, description="First alpha of the grid.")
+    alpha_stop: float = Field(1.0, gt=0, description="End of the alpha grid (excluded).")
+    alpha_step: float = Field(0.001, gt=0, description="Grid step (0, 0.001, ..., 0.999 as in the authors' code).")
+    batch_size: int = Field(16, gt=0, description="Responses per scoring forward pass (the prompt is forwarded once per group).")
+    translate_max_new_tokens: int | None = Field(None, gt=0, description="Most tokens of a translation for R_t (default sampling.max_new_tokens).")
+    logit_chunk_size: int | None = Field(None, gt=0, description="Response tokens per output-layer chunk.")
+
+    def kinds(self) -> list[str]:
+        return [self.select] + [k for k in REWARD_KINDS if k in self.also and k != self.select]
+
+
+class StatsSection(_Section):
+    language_id: bool = Field(True, description="Identify each response's language (py3langid) to report the wrong-language share.")
+    judge_pairs: int = Field(100, gt=0, description="Pairs per language written for a judge (the paper judged 100).")
+    judge_labels: str | None = Field(None, description="JSONL of judge verdicts {id, preferred: chosen|rejected|tie}; '{iteration}' is replaced by t. Default: <run_dir>/iter-<t>/judge/labels.jsonl when present.")
+    seed: int = Field(0, description="Seed for choosing the judged pairs and their answer order.")
+
+
+def _default_train() -> dict[str, Any]:
+    # The paper's recipe (DPO+NLL, beta 0.1, lr 5e-7, batch 16, one epoch, cosine, 3% warm-up), with LoRA.
+    return {"loss": {"name": "dpo_nll", "beta": 0.1},
+            "training": {"epochs": 1, "batch_size": 16, "learning_rate": 5e-7, "lr_scheduler": "cosine",
+                         "warmup_ratio": 0.03}}
+
+
+class ICRConfig(_Section):
+    run_dir: str = Field("runs/icr", description="Run directory: every artifact goes under run_dir/iter-<t>/; finished stages found there are reused.")
+    iterations: int = Field(2, gt=0, description="Iterations T.")
+    policy: PolicySection = Field(default_factory=PolicySection)
+    reference: ReferenceSection = Field(default_factory=ReferenceSection)
+    init: InitSection = Field(default_factory=InitSection)
+    prompts: PromptsSection = Field(default_factory=PromptsSection)
+    sampling: SamplingSection = Field(default_factory=SamplingSection)
+    reward: RewardSection = Field(default_factory=RewardSection)
+    train: dict[str, Any] = Field(default_factory=_default_train, description="Training config of every iteration (loss, lora, data formatting, training); model and data.train are set per iteration.")
+    stats: StatsSection = Field(default_factory=StatsSection)
+
+    @model_validator(mode="after")
+    def _checks(self):
+        if self.init.pairs and self.policy.adapter:
+            raise ValueError("init.pairs and policy.adapter are both set: the initial policy is either given or trained")
+        if self.reward.alpha_start >= self.reward.alpha_stop:
+            raise ValueError("reward.alpha_start must be below reward.alpha_stop")
+        return self
+
+    # -- derived ------------------------------------------------------------------------------
+    def reference_path(self) -> str:
+        return self.reference.name_or_path or self.policy.name_or_path
+
+    def chat_format(self) -> str:
+        return self.train.get("data", {}).get("chat_format", "tokenizer")
+
+
+_FIXED_TRAIN_KEYS = {("model",): "set the model under policy", ("data", "train"): "each iteration trains on its own pairs",
+                     ("training", "output_dir"): "each iteration writes under run_dir/iter-<t>/train"}
+
+
+def _format_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            model: Any = ICRConfig
+            for part in err["loc"][:-1]:
+                field = getattr(model, "model_fields", {}).get(part)
+                model = field.annotation if field is not None else None
+            msg = "unknown key" + suggest_key(str(err["loc"][-1]), list(getattr(model, "model_fields", {})))
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "config: " + "; ".join(parts)
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _with_defaults(defaults: dict, given: dict) -> dict:
+    """`given` merged over `defaults`; a loss of another name replaces the default loss whole."""
+    loss = given.get("loss")
+    if isinstance(loss, dict) and loss.get("name", defaults["loss"]["name"]) != defaults["loss"]["name"]:
+        defaults = {k: v for k, v in defaults.items() if k != "loss"}
+    return _deep_merge(defaults, given)
+
+
+def iteration_train_config(config: ICRConfig, *, base: str, adapter: str | None, data: str | Path,
+                           output_dir: str | Path, reference_cache: str | Path | None = None,
+                           extra: dict | None = None, prefix: str = "train: ") -> TrainConfig:
+    """The TrainConfig of one iteration: the `train` section plus this iteration's model, data and output."""
+    extra = extra or {}
+    # A loss given for iteration 0 replaces the loss section whole: its hyper-parameters differ.
+    raw = _deep_merge({k: v for k, v in config.train.items() if not ("loss" in extra and k == "loss")}, extra)
+    raw["model"] = {"name_or_path": base, "adapter": adapter, "dtype": config.policy.dtype,
+                    "trust_remote_code": config.policy.trust_remote_code,
+                    "attn_implementation": config.policy.attn_implementation}
+    raw.setdefault("data", {})["train"] = str(data)
+    raw.setdefault("training", {})["output_dir"] = str(output_dir)
+    if reference_cache is not None:
+        raw.setdefault("reference", {}).update(precompute=True, cache_dir=str(reference_cache))
+    return config_from_dict(raw, prefix=prefix)
+
+
+def validate(config: ICRConfig) -> ICRConfig:
+    """Checks that need more than one field: fail now, not after an hour of sampling."""
+    for keys, why in _FIXED_TRAIN_KEYS.items():
+        node: Any = config.train
+        for k in keys:
+            node = node.get(k) if isinstance(node, dict) else None
+        if node is not None:
+            raise UserError(f"config: train.{'.'.join(keys)}: not settable here ({why})")
+    for lang in config.prompts.languages:
+        language_name(lang, config.prompts.language_names)
+    if config.chat_format() == "none":
+        raise UserError("config: train.data.chat_format: ICR samples chat responses; use 'tokenizer' or 'zephyr'")
+    iteration_train_config(config, base=config.policy.name_or_path, adapter=None, data="pairs.jsonl",
+                           output_dir="train")
+    if config.init.pairs:
+        iteration_train_config(config, base=config.policy.name_or_path, adapter=None, data="pairs.jsonl",
+                               output_dir="train", extra=config.init.train, prefix="init.train: ")
+    if not config.init.pairs and not config.policy.adapter and config.reference_path() == config.policy.name_or_path:
+        raise UserError(
+            "config: policy: the initial policy equals the reference (no policy.adapter, no reference.name_or_path), "
+            "so the implicit reward log pi - log pi_ref is 0 for every response; give the English-aligned policy "
+            "as policy.adapter, its starting point as reference.name_or_path, or train one with init.pairs")
+    return config
+
+
+def load_icr_config(path: str | Path | None, overrides: list[str] = ()) -> ICRConfig:
+    raw = read_yaml(path, "sections (run_dir, policy, reference, prompts, sampling, reward, train, ...)") if path else {}
+    raw = apply_overrides(raw, list(overrides))
+    # `train` (and `init.train`) given in part complete the defaults instead of replacing them.
+    if isinstance(raw.get("train"), dict):
+        raw["train"] = _with_defaults(_default_train(), raw["train"])
+    init = raw.get("init")
+    if isinstance(init, dict) and isinstance(init.get("train"), dict):
+        init["train"] = _with_defaults(InitSection().train, init["train"])
+    try:
+        config = ICRConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(_format_error(exc)) from None
+    return validate(config)
+
+
+def options_help() -> str:
+    lines = []
+    for name, field in ICRConfig.model_fields.items():
+        section = field.annotation
+        if isinstance(section, type) and issubclass(section, BaseModel):
+            for key, sub in section.model_fields.items():
+                default = sub.get_default(call_default_factory=True)
+                lines.append(f"{name}.{key} = {default!r}: {sub.description}")
+        else:
+            lines.append(f"{name} = {field.get_default(call_default_factory=True)!r}: {field.description}")
+    return "\n".join(lines)

@@ -1,0 +1,216 @@
+"""Per-iteration, per-language statistics of an ICR run, and pair accuracy against a judge (Table 1).
+
+Lengths, reward distributions, chosen-minus-rejected gaps, the share of responses in the wrong
+language (py3langid), and, when judge verdicts exist, the share of pairs where the judge agrees
+with the reward. The judge itself is outside: xlpo writes the requests (the paper's prompt,
+Appendix E.3, answer order randomised) and reads verdicts back.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+from xlpo.errors import UserError
+from xlpo.fileio import iter_jsonl
+
+VERDICTS = ("chosen", "rejected", "tie")
+
+# ICR paper, Appendix E.3 (transcribed; the paper's layout puts each block on its own line).
+JUDGE_TEMPLATE = """You are a helpful following assistant whose goal is to select the preferred (least wrong) output for a given instruction in {language}.
+
+Which of the following answers is the best one for given instruction in {language}.
+
+A good answer should follow these rules:
+
+1. It should be in {language}, except when the instruction explicitly requests the answer in a different language.
+2. It should answer the request in the instruction.
+3. It should be factually and semantically comprehensible.
+4. It should be grammatically correct and fluent.
+
+<instruction>
+{instruction}
+</instruction>
+
+<answer1>
+{answer1}
+</answer1>
+
+<answer2>
+{answer2}
+</answer2>
+
+FIRST, provide a one-sentence comparison of the two answers, explaining which you prefer and why.
+
+SECOND, on a new line, state only 'answer1' or 'answer2' to indicate your choice. If both answers are equally good or bad, state 'tie'. Your response should use the format:
+
+Comparison: <one-sentence comparison and explanation>
+
+Preferred: <'answer1' or 'answer2' or 'tie'>"""
+
+
+def describe(values: Iterable[float]) -> dict:
+    arr = np.asarray(list(values), dtype=np.float64)
+    if arr.size == 0:
+        return {"n": 0}
+    q = np.quantile(arr, [0.1, 0.5, 0.9])
+    return {"n": int(arr.size), "mean": float(arr.mean()), "std": float(arr.std()), "min": float(arr.min()),
+            "p10": float(q[0]), "median": float(q[1]), "p90": float(q[2]), "max": float(arr.max())}
+
+
+# -- language identification -------------------------------------------------------------------
+_IDENTIFIER = None
+
+
+def identify_languages(texts: list[str]) -> list[str | None]:
+    """ISO 639-1 code per text (py3langid over its 97 languages); None for text without letters."""
+    global _IDENTIFIER
+    if _IDENTIFIER is None:
+        try:
+            from py3langid.langid import MODEL_FILE, LanguageIdentifier
+        except ImportError:
+            raise UserError("stats.language_id needs py3langid (pip install py3langid), "
+                            "or set stats.language_id=false") from None
+        _IDENTIFIER = LanguageIdentifier.from_model_file(MODEL_FILE)
+    return [_IDENTIFIER.classify(t)[0] if any(c.isalpha() for c in t) else None for t in texts]
+
+
+# -- judge ---------------------------------------------------------------------------------------
+def judge_prompt(language: str, instruction: str, answer1: str, answer2: str) -> str:
+    return JUDGE_TEMPLATE.format(language=language, instruction=instruction, answer1=answer1, answer2=answer2)
+
+
+def judge_requests(pairs: list[dict], per_language: int, seed: int, names: dict[str, str], kind: str) -> list[dict]:
+    """Up to `per_language` pairs per language, each as a judge prompt with a random answer order.
+
+    A request's id is "<reward kind>/<pair id>": the pairs of different rewards share pair ids."""
+    by_lang: dict[str, list[dict]] = defaultdict(list)
+    for pair in pairs:
+        by_lang[pair["lang"]].append(pair)
+    requests = []
+    for lang in sorted(by_lang):
+        rng = random.Random(f"{seed}|{kind}|{lang}")
+        chosen_pairs = sorted(rng.sample(by_lang[lang], min(per_language, len(by_lang[lang]))), key=lambda p: p["id"])
+        for pair in chosen_pairs:
+            chosen_first = rng.random() < 0.5
+            a1, a2 = (pair["chosen"], pair["rejected"]) if chosen_first else (pair["rejected"], pair["chosen"])
+            requests.append({"id": f"{kind}/{pair['id']}", "pair_id": pair["id"], "kind": kind, "lang": lang, "answer1": "chosen" if chosen_first else "rejected",
+                             "prompt": judge_prompt(names.get(lang, lang), pair["prompt"], a1, a2)})
+    return requests
+
+
+def parse_judge_reply(text: str) -> str | None:
+    """'answer1', 'answer2' or 'tie' from a reply in the E.3 format ('Preferred: ...'), else None."""
+    for line in reversed(text.strip().splitlines()):
+        if line.strip().lower().startswith("preferred:"):
+            value = line.split(":", 1)[1].strip().strip("'\"<>` .").lower()
+            if value in ("answer1", "answer2", "tie"):
+                return value
+    return None
+
+
+def verdict_for(request: dict, answer: str) -> str:
+    """Map a judge's 'answer1'/'answer2'/'tie' on `request` back to chosen/rejected/tie."""
+    if answer == "tie":
+        return "tie"
+    if answer not in ("answer1", "answer2"):
+        raise ValueError(f"judge answer must be answer1, answer2 or tie, got {answer!r}")
+    first = request["answer1"]
+    return first if answer == "answer1" else ("rejected" if first == "chosen" else "chosen")
+
+
+def read_judge_labels(path: str | Path) -> dict[str, str]:
+    """{request id: chosen|rejected|tie} from JSONL rows {"id": "<kind>/<pair id>", "preferred": ...}."""
+    path = Path(path)
+    labels: dict[str, str] = {}
+    for where, row in iter_jsonl(path):
+        if not isinstance(row, dict) or "id" not in row or row.get("preferred") not in VERDICTS:
+            raise UserError(f"{where}: expected {{\"id\": ..., \"preferred\": \"chosen\"|\"rejected\"|\"tie\"}}")
+        labels[str(row["id"])] = row["preferred"]
+    return labels
+
+
+def judged_accuracy(pairs: list[dict], verdicts: dict[str, str], kind: str) -> dict[str, dict]:
+    """Per language: how often the judge prefers the chosen response of `kind`'s pairs.
+
+    `verdicts` are keyed by request id ("<kind>/<pair id>"). `accuracy` counts a tie as half (as
+    win rates do); `accuracy_no_ties` leaves ties out.
+    """
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for pair in pairs:
+        verdict = verdicts.get(f"{kind}/{pair['id']}")
+        if verdict is not None:
+            counts[pair["lang"]][verdict] += 1
+    out = {}
+    for lang, c in sorted(counts.items()):
+        n = c["chosen"] + c["rejected"] + c["tie"]
+        decided = c["chosen"] + c["rejected"]
+        out[lang] = {"judged": n, "chosen": c["chosen"], "rejected": c["rejected"], "ties": c["tie"],
+                     "accuracy": (c["chosen"] + 0.5 * c["tie"]) / n,
+                     "accuracy_no_ties": c["chosen"] / decided if decided else None}
+    return out
+
+
+def run_judge(judge: Callable[[dict], str], requests: list[dict]) -> dict[str, str]:
+    """Call `judge(request) -> 'answer1'|'answer2'|'tie'` on every request; verdicts by pair id."""
+    return {r["id"]: verdict_for(r, judge(r)) for r in requests}
+
+
+# -- the statistics of one iteration ----------------------------------------------------------
+def iteration_stats(samples: list[dict], scores: list[dict], alphas: dict, pairs: dict[str, list[dict]],
+                    beta: float, languages: dict[str, str | None] | None = None,
+                    verdicts: dict[str, str] | None = None, train_summary: dict | None = None) -> dict:
+    """{lang: statistics} for one iteration. `languages` maps "<pair id>#<index>" to the identified
+    language of that response (None: not identified); `pairs` maps reward kind to its pairs."""
+    score_by_id = {row["id"]: row for row in scores}
+    out: dict[str, dict] = {}
+    for lang in sorted({row["lang"] for row in samples}):
+        rows = [r for r in samples if r["lang"] == lang]
+        chars = [len(t) for r in rows for t in r["responses"]]
+        entry: dict = {"prompts": len(rows), "responses": len(chars), "response_chars": describe(chars),
+                       "empty_responses": sum(1 for c in chars if c == 0)}
+        kinds = list(pairs)
+        first = score_by_id.get(rows[0]["id"]) if rows else None
+        if first is not None and kinds:
+            entry["response_tokens"] = describe(t for r in rows for t in score_by_id[r["id"]]["scores"][kinds[0]]["tokens"])
+        if languages is not None:
+            found = [languages.get(f"{r['id']}#{j}") for r in rows for j in range(len(r["responses"]))]
+            known = [f for f in found if f is not None]
+            entry["wrong_language_share"] = sum(1 for f in known if f != lang) / len(known) if known else None
+            entry["identified_languages"] = dict(Counter(known).most_common(5))
+        entry["rewards"] = {}
+        for kind in kinds:
+            values = [beta * (p - q) for r in rows for p, q in zip(score_by_id[r["id"]]["scores"][kind]["policy"],
+                                                                   score_by_id[r["id"]]["scores"][kind]["reference"])]
+            kind_pairs = [p for p in pairs[kind] if p["lang"] == lang]
+            info = {"reward": describe(values), "alpha": alphas.get(kind, {}).get(lang, {}).get("alpha"),
+                    "pairs": len(kind_pairs), "identical_skipped": len(rows) - len(kind_pairs)}
+            if kind_pairs:
+                info["chosen_minus_rejected"] = {
+                    "chars": float(np.mean([p["chosen_chars"] - p["rejected_chars"] for p in kind_pairs])),
+                    "reward": float(np.mean([p["chosen_reward"] - p["rejected_reward"] for p in kind_pairs])),
+                    "penalised_reward": float(np.mean([p["chosen_penalised"] - p["rejected_penalised"] for p in kind_pairs])),
+                }
+                info["chosen_chars"] = describe(p["chosen_chars"] for p in kind_pairs)
+                info["rejected_chars"] = describe(p["rejected_chars"] for p in kind_pairs)
+                if languages is not None:
+                    for side in ("chosen", "rejected"):
+                        found = [languages.get(f"{p['id']}#{p[side + '_index']}") for p in kind_pairs]
+                        known = [f for f in found if f is not None]
+                        info[f"{side}_wrong_language_share"] = sum(1 for f in known if f != lang) / len(known) if known else None
+                if verdicts:
+                    judged = judged_accuracy(kind_pairs, verdicts, kind).get(lang)
+                    if judged:
+                        info["judge"] = judged
+            entry["rewards"][kind] = info
+        out[lang] = entry
+    if train_summary is not None:
+        final = train_summary.get("final_metrics", {})
+        out["_train"] = {"steps": train_summary.get("steps"), "pairs": train_summary.get("pairs"),
+                         "loss": final.get("loss"), "reward_accuracy": final.get("rewards/accuracies"),
+                         "reference": train_summary.get("reference"), "seconds": train_summary.get("seconds")}
+    return out
