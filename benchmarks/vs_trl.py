@@ -132,6 +132,14 @@ def _import_everything(model_dir: str) -> None:
                                                                                       num_key_value_heads=1))
 
 
+def end_to_end_mfu(result: dict, model_dir: str) -> float:
+    """Model FLOPs of the whole run over its wall time and the measured matmul ceiling. End to end,
+    so a reference pass done up front (xlpo) counts exactly like one done every step (TRL)."""
+    steps = result["pairs"] / BATCH
+    flops = _model_flops(model_dir, result["tokens_per_step"], result["method"]) * steps
+    return flops / result["total_seconds"] / (result["matmul_gflops"] * 1e9)
+
+
 def child(args) -> None:
     import resource
 
@@ -153,8 +161,7 @@ def child(args) -> None:
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
               "tokens_per_step": tokens, "matmul_gflops": _matmul_ceiling(args.threads)}
     result["pairs_per_second"] = result["pairs"] / result["total_seconds"]
-    flops = _model_flops(args.model, tokens, args.method)
-    result["mfu"] = flops / result["steady_step_seconds"] / (result["matmul_gflops"] * 1e9)
+    result["mfu"] = end_to_end_mfu(result, args.model)
     Path(args.result).write_text(json.dumps(result))
 
 
@@ -201,7 +208,10 @@ def _run_trl(args, rows, out: Path, steps: int):
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
     common = dict(output_dir=str(out / "run"), per_device_train_batch_size=BATCH, max_steps=steps, learning_rate=1e-5,
                   logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, seed=42, max_length=512,
-                  dataloader_num_workers=0)
+                  dataloader_num_workers=0,
+                  # TRL 1.x defaults to gradient checkpointing and bf16; match xlpo's run (fp32, no
+                  # checkpointing) so that both do the same arithmetic on the same activations.
+                  gradient_checkpointing=False, bf16=False)
     tic = time.perf_counter()
     if args.method == "dpo":
         from trl import DPOConfig, DPOTrainer
