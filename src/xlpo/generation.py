@@ -30,6 +30,14 @@ class GenerationSettings:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (an end-of-sequence token) or "length" (max_new_tokens reached)
+
+
 def render_prompt(tokenizer, prompt: Prompt, chat: bool = True) -> str:
     """The exact text the model continues from."""
     if not chat:
@@ -49,10 +57,15 @@ class HFGenerator:
         self.model = model
         self.tokenizer = tokenizer
 
-    @torch.no_grad()
     def generate(self, prompts: list[Prompt], settings: GenerationSettings = GenerationSettings(),
                  progress=None) -> list[list[str]]:
         """`settings.n` completions for each prompt, in order; stripped of special tokens and whitespace."""
+        return [[c.text for c in group] for group in self.generate_detailed(prompts, settings, progress)]
+
+    @torch.no_grad()
+    def generate_detailed(self, prompts: list[Prompt], settings: GenerationSettings = GenerationSettings(),
+                          progress=None) -> list[list[Completion]]:
+        """Like `generate`, with token counts and why each completion stopped."""
         tok = self.tokenizer
         texts = [render_prompt(tok, p, settings.chat) for p in prompts]
         device = next(self.model.parameters()).device
@@ -60,7 +73,8 @@ class HFGenerator:
         self.model.eval()
         side = tok.padding_side
         tok.padding_side = "left"  # decoder-only models continue from the right edge
-        outputs: list[list[str]] = []
+        outputs: list[list[Completion]] = []
+        stop_ids = _stop_token_ids(self.model, tok)
         try:
             for start in range(0, len(texts), settings.batch_size):
                 batch = texts[start:start + settings.batch_size]
@@ -76,14 +90,31 @@ class HFGenerator:
                 generated = self.model.generate(**enc, **kwargs)
                 new_tokens = generated[:, enc["input_ids"].shape[1]:]
                 decoded = [t.strip() for t in tok.batch_decode(new_tokens, skip_special_tokens=True)]
+                prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
                 for i in range(len(batch)):
-                    outputs.append(decoded[i * settings.n:(i + 1) * settings.n])
+                    group = []
+                    for j in range(i * settings.n, (i + 1) * settings.n):
+                        ids = new_tokens[j].tolist()
+                        stopped = next((k for k, t in enumerate(ids) if t in stop_ids), None)
+                        length = len(ids) if stopped is None else stopped + 1
+                        group.append(Completion(decoded[j], int(prompt_lengths[i]), length,
+                                                "length" if stopped is None else "stop"))
+                    outputs.append(group)
                 if progress is not None:
                     progress(len(batch))
         finally:
             tok.padding_side = side
             self.model.train(was_training)
         return outputs
+
+
+def _stop_token_ids(model, tokenizer) -> set[int]:
+    """Token ids that end generation: the model's generation EOS ids and the tokenizer's EOS."""
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
 
 
 class VLLMGenerator:
@@ -102,6 +133,10 @@ class VLLMGenerator:
 
     def generate(self, prompts: list[Prompt], settings: GenerationSettings = GenerationSettings(),
                  progress=None) -> list[list[str]]:
+        return [[c.text for c in group] for group in self.generate_detailed(prompts, settings, progress)]
+
+    def generate_detailed(self, prompts: list[Prompt], settings: GenerationSettings = GenerationSettings(),
+                          progress=None) -> list[list[Completion]]:
         from vllm import SamplingParams
         from vllm.lora.request import LoRARequest
 
@@ -112,7 +147,9 @@ class VLLMGenerator:
         results = self.llm.generate(texts, params, lora_request=lora)
         if progress is not None:
             progress(len(texts))
-        return [[o.text.strip() for o in r.outputs] for r in results]
+        return [[Completion(o.text.strip(), len(r.prompt_token_ids), len(o.token_ids),
+                            "length" if o.finish_reason == "length" else "stop") for o in r.outputs]
+                for r in results]
 
 
 def choose_backend(backend: str) -> str:

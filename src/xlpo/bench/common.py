@@ -1,0 +1,75 @@
+"""Resumable request stages, results files and per-language tables shared by every benchmark.
+
+A stage is a list of keyed chat requests answered by one backend and kept in a JSONL file: a
+rerun reuses every answered item whose request is unchanged, retries failed ones, and answers
+new ones, saving after each chunk so that a killed run loses at most one chunk.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from xlpo.bench.chat import ChatBackend, ChatReply, ChatRequest, request_key
+from xlpo.fileio import iter_jsonl, write_json, write_jsonl
+from xlpo.versions import library_versions
+
+
+def run_requests(path: str | Path, backend: ChatBackend, requests: Sequence[tuple[str, ChatRequest]],
+                 label: str = "requests", chunk_size: int = 16, echo: Callable[[str], None] | None = print,
+                 ) -> dict[str, ChatReply]:
+    """Answer `requests` (key, request) with `backend`, resuming from `path`; replies by key.
+
+    Keys must be unique. Rows in `path`: key, request, request_hash, text, error, backend.
+    """
+    path = Path(path)
+    keys = [key for key, _ in requests]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"{label}: duplicate request keys")
+    hashes = {key: request_key(req.to_dict()) for key, req in requests}
+    rows: dict[str, dict] = {}
+    if path.exists():
+        for _, row in iter_jsonl(path):
+            if row.get("key") in hashes and row.get("request_hash") == hashes[row["key"]] and row.get("text") is not None:
+                rows[row["key"]] = row
+    todo = [(key, req) for key, req in requests if key not in rows]
+    if echo and rows:
+        echo(f"{label}: reusing {len(rows)} of {len(requests)} answers from {path}")
+    described = backend.describe()
+    started, done = time.monotonic(), 0
+    for start in range(0, len(todo), chunk_size):
+        chunk = todo[start:start + chunk_size]
+        replies = backend.complete_many([req for _, req in chunk])
+        for (key, req), reply in zip(chunk, replies):
+            rows[key] = {"key": key, "request": req.to_dict(), "request_hash": hashes[key], "text": reply.text,
+                         "error": reply.error, "cached": reply.cached, "backend": described}
+        write_jsonl(path, [rows[k] for k in keys if k in rows])
+        done += len(chunk)
+        if echo:
+            rate = done / max(time.monotonic() - started, 1e-9)
+            echo(f"{label}: {done}/{len(todo)} answered ({rate:.2f}/s)")
+    if not todo:
+        write_jsonl(path, [rows[k] for k in keys])  # drop rows of requests no longer asked
+    return {key: ChatReply(text=rows[key]["text"], error=rows[key]["error"], cached=rows[key].get("cached", False))
+            for key in keys}
+
+
+def write_results(out_dir: str | Path, benchmark: str, results: dict, config: dict) -> Path:
+    """results.json: the numbers, the settings that produced them and the library versions."""
+    path = Path(out_dir) / "results.json"
+    write_json(path, {"benchmark": benchmark, "config": config, "versions": library_versions(), "results": results})
+    return path
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """A rich table on stdout; floats with two decimals, None as a dash."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*["-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v) for v in row])
+    Console().print(table)

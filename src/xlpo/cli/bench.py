@@ -1,0 +1,204 @@
+"""`xlpo bench {mtbench,mifeval,xlsum,winrate}`: multilingual benchmarks with LLM judges.
+
+The candidate is a local model (+ adapter) or any OpenAI-compatible endpoint; the judge is an
+endpoint (a hosted model, vLLM, or `xlpo serve`). Each command writes results.json and prints a
+per-language table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from xlpo.cli import app, user_errors
+
+bench_app = typer.Typer(help="Benchmarks: multilingual MT-Bench, M-IFEval, XL-Sum, judged win rates.",
+                        no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+Out = Annotated[Path, typer.Option("--out", help="Output folder (re-running it resumes and reuses answers).")]
+Model = Annotated[str, typer.Option("--model", help="Candidate model: 'embedded', a local folder or a Hub id.")]
+Adapter = Annotated[Optional[Path], typer.Option("--adapter", help="LoRA adapter folder for the candidate.")]
+Endpoint = Annotated[Optional[str], typer.Option(
+    "--endpoint", help="Candidate served at this OpenAI-compatible base URL (e.g. http://127.0.0.1:8000/v1) "
+                       "instead of --model.")]
+EndpointModel = Annotated[Optional[str], typer.Option("--endpoint-model", help="Model name at --endpoint.")]
+EndpointKey = Annotated[Optional[str], typer.Option(
+    "--endpoint-key-env", help="Environment variable holding --endpoint's API key.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Prompts per generate call (local model).")]
+JudgeUrl = Annotated[Optional[str], typer.Option(
+    "--judge-url", help="Judge's OpenAI-compatible base URL, e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1.")]
+JudgeModel = Annotated[Optional[str], typer.Option("--judge-model", help="Judge model name, e.g. gpt-4o.")]
+JudgeKey = Annotated[Optional[str], typer.Option(
+    "--judge-key-env", help="Environment variable holding the judge's API key (e.g. OPENAI_API_KEY); never logged.")]
+JudgeConcurrency = Annotated[int, typer.Option("--judge-concurrency", min=1, help="Judge requests in flight.")]
+JudgeRpm = Annotated[Optional[float], typer.Option("--judge-rpm", min=0.1, help="Judge requests per minute (default: no limit).")]
+JudgeCache = Annotated[Optional[Path], typer.Option(
+    "--judge-cache", help="Response cache folder (default: $XLPO_CACHE/judge-cache; reruns cost nothing).")]
+NoJudgeCache = Annotated[bool, typer.Option("--no-judge-cache", help="Ask the judge again even for cached requests.")]
+Languages = Annotated[Optional[str], typer.Option("--languages", help="Comma-separated language codes.")]
+Limit = Annotated[Optional[int], typer.Option("--limit", min=1, help="First N items per language (smoke runs).")]
+Seed = Annotated[int, typer.Option("--seed", help="Run seed: per-item sampling seeds and orders derive from it.")]
+
+
+def candidate_backend(model: str, adapter: Path | None, endpoint: str | None, endpoint_model: str | None,
+                      endpoint_key_env: str | None, batch_size: int):
+    from xlpo.bench.client import EndpointBackend, EndpointSettings
+    from xlpo.bench.local import LocalBackend
+    from xlpo.errors import UserError
+
+    if endpoint:
+        if adapter is not None:
+            raise UserError("--adapter applies to --model; an --endpoint serves its own adapter (xlpo serve --adapter)")
+        if not endpoint_model:
+            raise UserError("--endpoint needs --endpoint-model (the model name the endpoint serves)")
+        return EndpointBackend(EndpointSettings(endpoint, endpoint_model, endpoint_key_env))
+    return LocalBackend(model, str(adapter) if adapter else None, batch_size=batch_size)
+
+
+def judge_backend(url: str | None, model: str | None, key_env: str | None, concurrency: int,
+                  rpm: float | None, cache: Path | None, no_cache: bool):
+    from xlpo.bench.client import EndpointBackend, EndpointSettings
+    from xlpo.errors import UserError
+    from xlpo.models import cache_root
+
+    if not url or not model:
+        raise UserError("this benchmark needs a judge: --judge-url URL --judge-model NAME "
+                        "(any OpenAI-compatible endpoint; `xlpo serve` gives a local one)")
+    cache_dir = None if no_cache else (cache or cache_root() / "judge-cache")
+    return EndpointBackend(EndpointSettings(url, model, key_env, max_concurrency=concurrency,
+                                            requests_per_minute=rpm, cache_dir=cache_dir))
+
+
+def split_languages(value: str | None, default: list[str]) -> list[str]:
+    if not value:
+        return list(default)
+    return [code.strip() for code in value.split(",") if code.strip()]
+
+
+def print_results(table_fn, results: dict, out: Path) -> None:
+    from xlpo.bench.common import print_table
+
+    title, columns, rows = table_fn(results)
+    print_table(title, columns, rows)
+    typer.echo(f"results: {out / 'results.json'}")
+
+
+@bench_app.command()
+@user_errors
+def mtbench(
+    data: Annotated[Path, typer.Option("--data", help="Multilingual MT-Bench folder (FastChat llm_judge layout: "
+                                       "judge_prompts.jsonl, <lang>_mt_bench/question.jsonl, reference_answer/).")],
+    out: Out,
+    model: Model = "embedded", adapter: Adapter = None, endpoint: Endpoint = None, endpoint_model: EndpointModel = None,
+    endpoint_key_env: EndpointKey = None, batch_size: BatchSize = 8,
+    judge_url: JudgeUrl = None, judge_model: JudgeModel = None, judge_key_env: JudgeKey = None,
+    judge_concurrency: JudgeConcurrency = 4, judge_rpm: JudgeRpm = None, judge_cache: JudgeCache = None,
+    no_judge_cache: NoJudgeCache = False,
+    languages: Languages = None, limit: Limit = None, seed: Seed = 0,
+    temperature: Annotated[float, typer.Option("--temperature", min=0, help="Candidate sampling temperature (CAPO paper: 0.7).")] = 0.7,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Candidate tokens per turn (paper: 1024).")] = 1024,
+    reference_judge: Annotated[str, typer.Option("--reference-judge", help="Which reference_answer/<name>.jsonl to use.")] = "gpt-4o",
+    judge_max_tokens: Annotated[int, typer.Option("--judge-max-tokens", min=1, help="Judge reply tokens (FastChat: 2048).")] = 2048,
+    generate_only: Annotated[bool, typer.Option("--generate-only", help="Only generate the answers; judge later.")] = False,
+) -> None:
+    """Two-turn multilingual MT-Bench, graded 1-10 per turn by the judge (CAPO paper, Table 3)."""
+    from xlpo.bench import mtbench as bench
+    from xlpo.cli import quiet_libraries
+
+    quiet_libraries()
+    candidate = candidate_backend(model, adapter, endpoint, endpoint_model, endpoint_key_env, batch_size)
+    judge = None if generate_only else judge_backend(judge_url, judge_model, judge_key_env, judge_concurrency,
+                                                      judge_rpm, judge_cache, no_judge_cache)
+    results = bench.run_mtbench(data, out, candidate, judge, languages=split_languages(languages, bench.DEFAULT_LANGUAGES),
+                                limit=limit, temperature=temperature, max_tokens=max_tokens, seed=seed,
+                                reference_judge=reference_judge, judge_max_tokens=judge_max_tokens, echo=lambda line: typer.echo(line, err=True))
+    print_results(bench.table, results, out)
+
+
+@bench_app.command()
+@user_errors
+def xlsum(
+    source: Annotated[str, typer.Option("--source", help="Folder of <language>_test.jsonl files (id, text, summary), "
+                                        "or the Hub id csebuetnlp/xlsum.")],
+    out: Out,
+    model: Model = "embedded", adapter: Adapter = None, endpoint: Endpoint = None, endpoint_model: EndpointModel = None,
+    endpoint_key_env: EndpointKey = None, batch_size: BatchSize = 8,
+    languages: Languages = None,
+    n: Annotated[Optional[int], typer.Option("--n", min=1, help="Articles sampled per language (paper: 50; default all).")] = 50,
+    seed: Seed = 0,
+    temperature: Annotated[float, typer.Option("--temperature", min=0, help="Sampling temperature (paper: 0.7).")] = 0.7,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Summary tokens.")] = 128,
+    max_text_chars: Annotated[int, typer.Option("--max-text-chars", min=0,
+                                                help="Cut longer articles (0 = never cut).")] = 4000,
+    split: Annotated[str, typer.Option("--split", help="XL-Sum split.")] = "test",
+) -> None:
+    """One-sentence summaries of XL-Sum articles and their ROUGE-L per language (CAPO paper, Figure 12).
+    Compare two runs with `xlpo bench winrate`."""
+    from xlpo.bench import xlsum as bench
+    from xlpo.cli import quiet_libraries
+
+    quiet_libraries()
+    candidate = candidate_backend(model, adapter, endpoint, endpoint_model, endpoint_key_env, batch_size)
+    results = bench.run_xlsum(source, split_languages(languages, bench.PAPER_LANGUAGES), n, out, candidate,
+                              seed=seed, temperature=temperature, max_tokens=max_tokens,
+                              max_text_chars=max_text_chars or None, split=split,
+                              echo=lambda line: typer.echo(line, err=True))
+    print_results(bench.table, results, out)
+
+
+@bench_app.command()
+@user_errors
+def winrate(
+    run_a: Annotated[Path, typer.Argument(help="The system to rate: an `xlpo bench xlsum` folder (or its summaries.jsonl).")],
+    run_b: Annotated[Path, typer.Argument(help="The system it is compared with, same items.")],
+    out: Out,
+    judge_url: JudgeUrl = None, judge_model: JudgeModel = None, judge_key_env: JudgeKey = None,
+    judge_concurrency: JudgeConcurrency = 4, judge_rpm: JudgeRpm = None, judge_cache: JudgeCache = None,
+    no_judge_cache: NoJudgeCache = False,
+    name_a: Annotated[Optional[str], typer.Option("--name-a", help="Name of system A (default: its folder name).")] = None,
+    name_b: Annotated[Optional[str], typer.Option("--name-b", help="Name of system B (default: its folder name).")] = None,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Judge each item this many times with a new "
+                                         "random order; SDs over repeats as in the paper's Tables 7-8.")] = 1,
+    seed: Seed = 0,
+    judge_max_tokens: Annotated[int, typer.Option("--judge-max-tokens", min=1, help="Judge reply tokens.")] = 256,
+) -> None:
+    """Pairwise win/tie/lose of A against B per language, judged with the CAPO paper's Figure 11 prompt."""
+    from xlpo.bench import winrate as bench
+
+    def summaries(path: Path) -> Path:
+        return path / "summaries.jsonl" if path.is_dir() else path
+
+    judge = judge_backend(judge_url, judge_model, judge_key_env, judge_concurrency, judge_rpm, judge_cache,
+                          no_judge_cache)
+    results = bench.run_xlsum_winrate(summaries(run_a), summaries(run_b), out, judge, name_a=name_a, name_b=name_b,
+                                      repeats=repeats, seed=seed, max_tokens=judge_max_tokens,
+                                      echo=lambda line: typer.echo(line, err=True))
+    print_results(bench.table, results, out)
+
+
+@bench_app.command()
+@user_errors
+def mifeval(
+    data: Annotated[Path, typer.Option("--data", help="Folder with {en,es,fr,ja}_input_data.jsonl "
+                                       "(lightblue-tech/M-IFEval's data/).")],
+    out: Out,
+    model: Model = "embedded", adapter: Adapter = None, endpoint: Endpoint = None, endpoint_model: EndpointModel = None,
+    endpoint_key_env: EndpointKey = None, batch_size: BatchSize = 8,
+    languages: Languages = None, limit: Limit = None, seed: Seed = 0,
+    temperature: Annotated[float, typer.Option("--temperature", min=0, help="Sampling temperature (0 = greedy).")] = 0.0,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Response tokens (paper: 1024).")] = 1024,
+) -> None:
+    """M-IFEval: strict and loose instruction-following accuracy per language, checked by rules (no judge)."""
+    from xlpo.bench import mifeval as bench
+    from xlpo.cli import quiet_libraries
+
+    quiet_libraries()
+    candidate = candidate_backend(model, adapter, endpoint, endpoint_model, endpoint_key_env, batch_size)
+    results = bench.run_mifeval(data_dir=data, out_dir=out, candidate=candidate,
+                                languages=split_languages(languages, bench.LANGUAGES), limit=limit,
+                                temperature=temperature, max_tokens=max_tokens, seed=seed,
+                                echo=lambda line: typer.echo(line, err=True))
+    print_results(bench.table, results, out)
