@@ -26,10 +26,15 @@ def serve(
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Run the model repo's own code.")] = False,
 ) -> None:
     """Serve POST /v1/chat/completions and GET /v1/models until interrupted (Ctrl-C)."""
+    import os
+
     from xlpo.bench.server import ChatService, is_loopback, make_server
     from xlpo.cli import quiet_libraries
+    from xlpo.errors import UserError
     from xlpo.generation import make_generator
 
+    if api_key_env and not os.environ.get(api_key_env):  # checked before the model loads
+        raise UserError(f"--api-key-env {api_key_env}: that environment variable is not set")
     quiet_libraries()
     name = served_name or (adapter.resolve().name if adapter else Path(model).name)
     generator = make_generator(model, str(adapter) if adapter else None, dtype, "hf", trust_remote_code)

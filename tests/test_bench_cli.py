@@ -1,0 +1,37 @@
+"""`xlpo bench` and `xlpo serve` turn user mistakes into one line and exit 2, before loading any model."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+
+def _invoke(*args: str):
+    from xlpo.cli import _register, app
+
+    _register()
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["bench", "mtbench", "--data", "{mt}", "--out", "{out}"], "needs a judge: --judge-url URL --judge-model NAME"),
+    (["bench", "mtbench", "--data", "{mt}", "--out", "{out}", "--judge-url", "http://127.0.0.1:9/v1",
+      "--judge-model", "j", "--languages", "xx"], "xx"),
+    (["bench", "mifeval", "--data", "{mif}", "--out", "{out}", "--endpoint", "http://127.0.0.1:9/v1"],
+     "--endpoint needs --endpoint-model"),
+    (["bench", "mifeval", "--data", "{mif}", "--out", "{out}", "--languages", "de"], "languages must be"),
+    (["bench", "mifeval", "--data", "{out}", "--out", "{out}"], "file not found"),
+    (["bench", "xlsum", "--source", "{out}", "--out", "{out}"], ""),
+    (["bench", "winrate", "{out}", "{out}", "--out", "{out}", "--judge-url", "http://127.0.0.1:9/v1",
+      "--judge-model", "j", "--judge-key-env", "XLPO_TEST_UNSET_KEY"], "XLPO_TEST_UNSET_KEY is not set"),
+    (["serve", "--api-key-env", "XLPO_TEST_UNSET_KEY"], "XLPO_TEST_UNSET_KEY"),
+])
+def test_user_mistakes_are_one_line_errors(tmp_path, shared_data, monkeypatch, args, message):
+    monkeypatch.delenv("XLPO_TEST_UNSET_KEY", raising=False)
+    paths = {"mt": str(shared_data / "mt-bench"), "mif": str(shared_data / "m-ifeval" / "data"),
+             "out": str(tmp_path / "out")}
+    result = _invoke(*(a.format(**paths) for a in args))
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("xlpo: error: ") and message in lines[0], result.output
+    assert not (tmp_path / "out" / "results.json").exists()
