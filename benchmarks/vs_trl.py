@@ -258,6 +258,9 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--steps", type=int, default=5, help="measured steps after warm-up")
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run each (setting, threads, method) this many times, alternating who goes first; "
+                             "report the median pairs/s of each library")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "vs_trl.json"))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for name in ("lib", "method", "setting", "model", "data", "result"):
@@ -279,13 +282,18 @@ def main() -> None:
     for setting in settings:
         for threads in args.threads:
             for method in methods:
-                libs = ["xlpo", "trl"] if order % 2 == 0 else ["trl", "xlpo"]  # alternate who runs first
-                order += 1
-                pair = {lib: run_one(paths, setting, lib, method, threads, args) for lib in libs}
-                x, t = pair["xlpo"], pair["trl"]
+                runs = {"xlpo": [], "trl": []}
+                for _ in range(args.repeats):
+                    libs = ["xlpo", "trl"] if order % 2 == 0 else ["trl", "xlpo"]  # alternate who runs first
+                    order += 1
+                    for lib in libs:
+                        runs[lib].append(run_one(paths, setting, lib, method, threads, args))
+                x, t = _median_run(runs["xlpo"]), _median_run(runs["trl"])
                 row = {"setting": setting, "threads": threads, "method": method, "xlpo": x, "trl": t,
                        "speed_ratio": x["pairs_per_second"] / t["pairs_per_second"],
                        "memory_ratio": x["peak_rss_mb"] / t["peak_rss_mb"], "peer": PEERS[method]}
+                if args.repeats > 1:
+                    row["all_pairs_per_second"] = {lib: [r["pairs_per_second"] for r in rs] for lib, rs in runs.items()}
                 results.append(row)
                 print(f"{setting:8} {threads:>3} {method:6} {x['pairs_per_second']:9.3f} {t['pairs_per_second']:8.3f} "
                       f"{row['speed_ratio']:6.2f} {x['peak_rss_mb']:8.0f} {t['peak_rss_mb']:8.0f} "
@@ -298,8 +306,14 @@ def main() -> None:
     Path(args.out).write_text(json.dumps({"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
                                           "versions": {**library_versions(), "trl": _trl_version()},
                                           "batch_pairs": BATCH, "steps": args.steps, "warmup": args.warmup,
+                                          "repeats": args.repeats,
                                           "results": results}, indent=2))
     print(f"saved {args.out}")
+
+
+def _median_run(runs: list[dict]) -> dict:
+    """The run with the median pairs/s (the lower middle one for an even count)."""
+    return sorted(runs, key=lambda r: r["pairs_per_second"])[(len(runs) - 1) // 2]
 
 
 def _trl_version() -> str:

@@ -94,3 +94,16 @@ def test_mask_is_dropped_only_for_right_padding():
     left = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
     assert _mask_if_needed(right) is None and _mask_if_needed(None) is None
     assert _mask_if_needed(left) is left
+
+
+def test_in_place_logsumexp_matches_torch_and_keeps_infinities():
+    from xlpo.logprobs import _logsumexp_in_place
+
+    torch.manual_seed(0)
+    logits = torch.randn(5, 1000, dtype=torch.float64) * 30 + 500  # large values: needs the max shift
+    logits[1, :10] = float("-inf")  # some impossible tokens
+    logits[2] = float("-inf")  # a row where every token is impossible
+    expected = torch.logsumexp(logits, dim=-1)
+    got = _logsumexp_in_place(logits.clone())
+    assert torch.allclose(got[[0, 1, 3, 4]], expected[[0, 1, 3, 4]], rtol=0, atol=1e-10)
+    assert got[2] == float("-inf") and expected[2] == float("-inf")

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-# Target ~256 MB of fp32 logits per chunk; at Llama-3's vocabulary (128,256) that is 512 rows.
-_CHUNK_BYTES = 256 * 2**20
+# Target ~128 MB of fp32 logits per chunk; at Llama-3's vocabulary (128,256) that is 261 rows.
+_CHUNK_BYTES = 128 * 2**20
 
 
 @dataclass
@@ -45,8 +45,9 @@ class _ChunkedTargetLogprob(torch.autograd.Function):
         for start in range(0, rows, chunk_size):
             end = min(start + chunk_size, rows)
             logits, buffer = _chunk_logits(hidden[start:end], weight, bias, softcap, buffer)
-            lse = torch.logsumexp(logits, dim=-1)
-            out[start:end] = logits.gather(1, targets[start:end, None]).squeeze(1) - lse
+            target_logits = logits.gather(1, targets[start:end, None]).squeeze(1)
+            lse = _logsumexp_in_place(logits)
+            out[start:end] = target_logits - lse
             lse_all[start:end] = lse
         ctx.save_for_backward(hidden, weight, bias, targets, lse_all)
         ctx.chunk_size, ctx.softcap = chunk_size, softcap
@@ -83,6 +84,17 @@ class _ChunkedTargetLogprob(torch.autograd.Function):
         grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
         grad_b = grad_b.to(bias.dtype) if grad_b is not None else None
         return grad_h, grad_w, grad_b, None, None, None
+
+
+def _logsumexp_in_place(logits: Tensor) -> Tensor:
+    """logsumexp over the vocabulary, overwriting `logits` (a chunk nothing else reads afterwards).
+
+    torch.logsumexp would allocate a second chunk-sized temporary for exp(logits - max): at a
+    128k vocabulary that doubles the head's peak memory.
+    """
+    peak = logits.amax(dim=-1, keepdim=True)
+    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))  # an all -inf row stays -inf
+    return logits.sub_(peak).exp_().sum(dim=-1).log_().add_(peak.squeeze(-1))
 
 
 def _accumulation_dtype(hidden: Tensor) -> torch.dtype:

@@ -96,7 +96,7 @@ class TrainingSection(_Section):
     seed: int = Field(42, description="Seed for data order, initialisation and dropout.")
     group_by_length: bool = Field(True, description="Batch pairs of similar length together to cut padding.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
-    logit_chunk_size: int | None = Field(None, gt=0, description="Completion tokens per output-layer chunk; default from the vocabulary size (~256 MB of logits).")
+    logit_chunk_size: int | None = Field(None, gt=0, description="Completion tokens per output-layer chunk; default from the vocabulary size (~128 MB of logits).")
     save_steps: int = Field(0, ge=0, description="Write a resumable checkpoint every N steps (0: none).")
     keep_checkpoints: int = Field(1, gt=0, description="How many recent checkpoints to keep.")
     logging_steps: int = Field(1, gt=0, description="Log metrics every N steps.")
