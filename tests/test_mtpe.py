@@ -27,14 +27,21 @@ from xlpo.errors import UserError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "mtpe"
 FIX_DIVEMT = FIXTURES / "divemt"
-FIX_MLQE = FIXTURES / "mlqe-pe"
 ID_RE = re.compile(r"^mtpe-(divemt|mlqe-pe)-en-(ar|it|nl|tr|uk|vi|de|zh)-[0-9a-f]{12}$")
 
 
-def _fixture_build(**kwargs):
+@pytest.fixture(scope="session")
+def fix_mlqe(shared_data, tmp_path_factory) -> Path:
+    """The MLQE-PE rows the fixture tests need, cut from the real data (tests/mlqe_subset.py)."""
+    from mlqe_subset import build_mlqe_subset
+
+    return build_mlqe_subset(shared_data / "mlqe-pe", tmp_path_factory.mktemp("mlqe-pe"))
+
+
+def _fixture_build(mlqe: Path, **kwargs):
     kwargs.setdefault("directions", "en-it,en-tr,en-de,en-zh")
     kwargs.setdefault("per_split", 2)
-    return build_mtpe(kwargs.pop("directions"), divemt=FIX_DIVEMT, mlqe_pe=FIX_MLQE, **kwargs)
+    return build_mtpe(kwargs.pop("directions"), divemt=FIX_DIVEMT, mlqe_pe=mlqe, **kwargs)
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -111,8 +118,8 @@ def test_join_cjk_segments_rules():
 # Construction on the fixtures
 
 
-def test_fixture_counts_drops_and_shortfalls():
-    build = _fixture_build()
+def test_fixture_counts_drops_and_shortfalls(fix_mlqe):
+    build = _fixture_build(fix_mlqe)
     m = build.manifest
     assert m["counts"] == {
         "train": {"en-it": 2, "en-tr": 1, "en-de": 2, "en-zh": 2},
@@ -139,8 +146,8 @@ def test_fixture_counts_drops_and_shortfalls():
     assert any(line.startswith("en-tr train: 1 of 2 pairs") for line in build.summary_lines())
 
 
-def test_fixture_rows_format_and_fields():
-    build = _fixture_build()
+def test_fixture_rows_format_and_fields(fix_mlqe):
+    build = _fixture_build(fix_mlqe)
     rows = [r for s in SPLITS for r in build.splits[s]]
     for r in rows:
         assert list(r)[:5] == ["id", "prompt", "chosen", "rejected", "lang"]
@@ -170,8 +177,8 @@ def test_fixture_rows_format_and_fields():
     assert build.manifest["source_text"]["en-zh"] == {"detokenized": 3, "direct_assessment_tsv": 7}
 
 
-def test_keep_identical_keeps_them_but_never_duplicates():
-    build = _fixture_build(keep_identical=True, directions="en-it", per_split=10)
+def test_keep_identical_keeps_them_but_never_duplicates(fix_mlqe):
+    build = _fixture_build(fix_mlqe, keep_identical=True, directions="en-it", per_split=10)
     m = build.manifest
     assert m["dropped"]["en-it"]["identical_mt_pe"] == 0
     assert m["dropped"]["en-it"]["duplicate_pair"] == 1
@@ -181,9 +188,9 @@ def test_keep_identical_keeps_them_but_never_duplicates():
     assert m["config"]["keep_identical"] is True
 
 
-def test_seed_changes_assignment_but_not_the_guarantees():
-    a = _fixture_build(directions="en-de,en-zh", per_split=1, seed=1)
-    b = _fixture_build(directions="en-de,en-zh", per_split=1, seed=2)
+def test_seed_changes_assignment_but_not_the_guarantees(fix_mlqe):
+    a = _fixture_build(fix_mlqe, directions="en-de,en-zh", per_split=1, seed=1)
+    b = _fixture_build(fix_mlqe, directions="en-de,en-zh", per_split=1, seed=2)
     ids = lambda build: {s: [r["id"] for r in build.splits[s]] for s in SPLITS}  # noqa: E731
     assert ids(a) != ids(b)
     for build in (a, b):
@@ -191,9 +198,9 @@ def test_seed_changes_assignment_but_not_the_guarantees():
         assert build.manifest["counts"]["train"] == {"en-de": 1, "en-zh": 1}
 
 
-def test_rerun_is_byte_identical_and_manifest_is_complete(tmp_path):
-    _, first = make_mtpe(tmp_path / "a", "en-it,en-tr,en-de,en-zh", divemt=FIX_DIVEMT, mlqe_pe=FIX_MLQE, per_split=2)
-    _, second = make_mtpe(tmp_path / "b", "en-it,en-tr,en-de,en-zh", divemt=FIX_DIVEMT, mlqe_pe=FIX_MLQE, per_split=2)
+def test_rerun_is_byte_identical_and_manifest_is_complete(tmp_path, fix_mlqe):
+    _, first = make_mtpe(tmp_path / "a", "en-it,en-tr,en-de,en-zh", divemt=FIX_DIVEMT, mlqe_pe=fix_mlqe, per_split=2)
+    _, second = make_mtpe(tmp_path / "b", "en-it,en-tr,en-de,en-zh", divemt=FIX_DIVEMT, mlqe_pe=fix_mlqe, per_split=2)
     for name in ("train", "validation", "evaluation", "manifest"):
         assert first[name].read_bytes() == second[name].read_bytes(), name
     manifest = json.loads(first["manifest"].read_text(encoding="utf-8"))
@@ -206,18 +213,18 @@ def test_rerun_is_byte_identical_and_manifest_is_complete(tmp_path):
     hashes = {i["file"]: i["sha256"] for i in manifest["inputs"]}
     assert hashes["warmup.tsv"] == hashlib.sha256((FIX_DIVEMT / "warmup.tsv").read_bytes()).hexdigest()
     pe = "post-editing/train/en-de-train/train.pe"
-    assert hashes[pe] == hashlib.sha256((FIX_MLQE / pe).read_bytes()).hexdigest()
+    assert hashes[pe] == hashlib.sha256((fix_mlqe / pe).read_bytes()).hexdigest()
     assert manifest["config"]["seed"] == 42 and manifest["prompt_template"] == PROMPT_TEMPLATE
     assert set(manifest["dropped_total"]) == set(mtpe.DROP_REASONS)
 
 
-def test_directions_select_datasets_only_as_needed(tmp_path):
+def test_directions_select_datasets_only_as_needed(tmp_path, fix_mlqe):
     # only MLQE-PE directions: no DivEMT folder is needed at all
-    build = build_mtpe("en-zh", divemt=tmp_path / "absent", mlqe_pe=FIX_MLQE, per_split=1)
+    build = build_mtpe("en-zh", divemt=tmp_path / "absent", mlqe_pe=fix_mlqe, per_split=1)
     assert build.manifest["config"]["directions"] == ["en-zh"]
     assert {r["lang"] for s in SPLITS for r in build.splits[s]} == {"zh"}
     assert build.manifest["config"]["mlqe-pe"]["splits"] == ["train", "dev", "test20"]
-    only_train = build_mtpe("en-de", mlqe_pe=FIX_MLQE, per_split=1, mlqe_splits="train")
+    only_train = build_mtpe("en-de", mlqe_pe=fix_mlqe, per_split=1, mlqe_splits="train")
     assert {r["origin"].split(":")[0] for s in SPLITS for r in only_train.splits[s]} == {"train"}
 
 
@@ -290,9 +297,9 @@ def test_hub_build_end_to_end_with_a_fake_loader(monkeypatch):
 
 
 @pytest.fixture()
-def mlqe_copy(tmp_path) -> Path:
+def mlqe_copy(tmp_path, fix_mlqe) -> Path:
     target = tmp_path / "mlqe-pe"
-    shutil.copytree(FIX_MLQE, target)
+    shutil.copytree(fix_mlqe, target)
     return target
 
 
@@ -349,10 +356,10 @@ def test_misaligned_direct_assessment_tsv(mlqe_copy):
     assert _error(mlqe_pe=mlqe_copy).startswith(f"{path}:7: 5 rows, but the post-editing files have 6 lines")
 
 
-def test_unknown_direction_and_split():
+def test_unknown_direction_and_split(fix_mlqe):
     assert _error(directions="en-de,en-fr") == (
         "unknown direction 'en-fr': expected one of en-ar, en-it, en-nl, en-tr, en-uk, en-vi, en-de, en-zh")
-    assert "unknown MLQE-PE split 'test21'" in _error(mlqe_pe=FIX_MLQE, mlqe_splits="train,test21")
+    assert "unknown MLQE-PE split 'test21'" in _error(mlqe_pe=fix_mlqe, mlqe_splits="train,test21")
 
 
 def _divemt_copy(tmp_path, edit) -> Path:
@@ -417,10 +424,10 @@ def _cli():
     return app
 
 
-def test_cli_mtpe_writes_and_summarises(tmp_path):
+def test_cli_mtpe_writes_and_summarises(tmp_path, fix_mlqe):
     out = tmp_path / "out"
     result = CliRunner().invoke(_cli(), ["data", "mtpe", "--out", str(out), "--divemt", str(FIX_DIVEMT),
-                                         "--mlqe-pe", str(FIX_MLQE), "--per-split", "2",
+                                         "--mlqe-pe", str(fix_mlqe), "--per-split", "2",
                                          "--directions", "en-it,en-tr,en-de,en-zh"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["evaluation.jsonl", "manifest.json", "train.jsonl",
