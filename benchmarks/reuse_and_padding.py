@@ -1,5 +1,6 @@
 """Two savings of xlpo measured on setting (a) of vs_trl.py: reference log-probs shared across a sweep
-of reference-based runs (vs computed per run or every step), and length grouping against padding."""
+of reference-based runs (vs computed per run or every step), and the batch layout: length grouping
+against padding, and chosen and rejected sharing their prompt against a row each."""
 
 from __future__ import annotations
 
@@ -31,21 +32,21 @@ MODES = {
     "per_run": "a fresh cache dir per run: the reference is computed once, up front, in every run",
     "live": "reference.precompute=false: a reference forward in every training step, as TRL does",
 }
-PADDING_LOSS = ["loss.name=dpo", "loss.beta=0.1"]
+LAYOUT_LOSS = ["loss.name=dpo", "loss.beta=0.1"]
 
 USAGE = "modes of the sweep:\n" + "".join(f"  {m:8} {d}\n" for m, d in MODES.items()) + """
 examples:
   .venv/bin/python benchmarks/reuse_and_padding.py               # full measurement, 1 thread
   .venv/bin/python benchmarks/reuse_and_padding.py --threads 2
   .venv/bin/python benchmarks/reuse_and_padding.py --pairs 16 --betas 0.1,0.2 --others '' \\
-      --repeats 1 --padding-repeats 1                            # smoke (as in the CI test)
+      --repeats 1 --layout-repeats 1                            # smoke (as in the CI test)
 """
 
 
 # --------------------------------------------------------------------------- one train() run
 
 def _config(paths: dict, out: Path, loss: list[str], args, cache_dir: Path, precompute: bool = True,
-            group_by_length: bool = True, max_steps: int | None = None):
+            group_by_length: bool = True, max_steps: int | None = None, share_prompt: bool = True):
     from xlpo.train.config import load_config
 
     # The training settings of vs_trl.py's xlpo runs, so that both benchmarks describe one workload.
@@ -53,6 +54,7 @@ def _config(paths: dict, out: Path, loss: list[str], args, cache_dir: Path, prec
                  "data.chat_format=none", "data.max_length=512", "data.max_prompt_length=256", *loss,
                  f"training.output_dir={out}", f"training.batch_size={args.batch}", "training.learning_rate=1e-5",
                  "training.progress=false", "training.warmup_ratio=0", f"training.group_by_length={group_by_length}",
+                 f"training.share_prompt={share_prompt}",
                  f"reference.precompute={precompute}", f"reference.cache_dir={cache_dir}"]
     steps = max_steps or args.max_steps
     if steps:
@@ -160,47 +162,68 @@ def summarize_sweep(sweeps: list[dict], modes: list[str]) -> dict:
     return out
 
 
-# --------------------------------------------------------------------------- part 2: padding
+# --------------------------------------------------------------------------- part 2: batch layouts
 
-def padding_of(pairs, pad_id: int, plans) -> dict:
-    """Token slots of the batches as collated for training (chosen and rejected rows, each micro-batch
-    as wide as its longest row) and the share that is padding; filler slots count as padding."""
-    from xlpo.data.batching import collate_pairs
+# (group_by_length, share_prompt) of each variant; the first is xlpo's default.
+LAYOUTS = {
+    "grouped_shared": (True, True),
+    "ungrouped_shared": (False, True),
+    "grouped_two_rows": (True, False),
+}
 
-    slots = real = 0
+
+def layout_of(pairs, pad_id: int, plans, share_prompt: bool) -> dict:
+    """Token slots of the batches as collated for training (each micro-batch as wide as its longest row),
+    the tokens the model really computes (the prompt once per pair when shared, twice otherwise) and
+    the share of slots that is padding; filler slots count as padding."""
+    from xlpo.data.batching import FILLER, collate_pairs
+
+    slots = computed = 0
     for plan in plans:
         for micro in plan.micro_batches[0]:
-            batch = collate_pairs(pairs, micro, pad_id, 1.0)
-            slots += batch.input_ids.numel()
-            real_rows = (batch.weights > 0).repeat(2)  # the chosen rows, then the rejected rows
-            real += int(batch.attention_mask[real_rows].sum())
-    return {"token_slots": slots, "real_tokens": real, "padding_fraction": 1 - real / slots}
+            slots += collate_pairs(pairs, micro, pad_id, 1.0, share_prompt=share_prompt).rows.input_ids.numel()
+            for i in micro:
+                if i != FILLER:
+                    pair = pairs[i]
+                    computed += (1 if share_prompt else 2) * len(pair.prompt_ids) + len(pair.chosen_ids) \
+                        + len(pair.rejected_ids)
+    return {"token_slots": slots, "computed_tokens": computed, "padding_fraction": 1 - computed / slots}
 
 
-def run_padding(group: bool, paths: dict, work: Path, args, cache: Path, plans, index: int) -> dict:
-    out = work / f"padding-{'grouped' if group else 'ungrouped'}-{index}"
-    run = _train(_config(paths, out, PADDING_LOSS, args, cache, group_by_length=group))
+def run_layout(name: str, paths: dict, work: Path, args, cache: Path, plans, index: int) -> dict:
+    group, share = LAYOUTS[name]
+    out = work / f"layout-{name}-{index}"
+    run = _train(_config(paths, out, LAYOUT_LOSS, args, cache, group_by_length=group, share_prompt=share))
     shutil.rmtree(out)
     if not run["summary"]["reference"].startswith("cache"):
-        raise SystemExit("the padding runs must load a warm reference cache, so that only training steps differ")
+        raise SystemExit("the layout runs must load a warm reference cache, so that only training steps differ")
     steps = [s["step_seconds"] for s in run["steps"]]
     steady = steps[1:] or steps  # the first step pays one-off allocations: left out of the median
     pairs_trained = sum(p.real_examples for p in plans)
-    return {"group_by_length": group, "seconds": run["seconds"], "pairs_trained": pairs_trained,
-            "pairs_per_second": pairs_trained / run["seconds"], "median_step_seconds": statistics.median(steady),
-            "first_step_seconds": steps[0], "step_seconds": steps}
+    return {"layout": name, "summary_layout": run["summary"]["layout"], "seconds": run["seconds"],
+            "pairs_trained": pairs_trained, "pairs_per_second": pairs_trained / run["seconds"],
+            "median_step_seconds": statistics.median(steady), "first_step_seconds": steps[0], "step_seconds": steps,
+            "losses": [s["loss"] for s in run["steps"]]}
 
 
-def summarize_padding(runs: list[dict], padding: dict[bool, dict]) -> dict:
-    out = {}
-    for group, name in ((True, "grouped"), (False, "ungrouped")):
-        mine = [r for r in runs if r["group_by_length"] is group]
-        out[name] = {**padding[group], "pairs_per_second": statistics.median(r["pairs_per_second"] for r in mine),
-                     "median_step_seconds": statistics.median(r["median_step_seconds"] for r in mine), "runs": mine}
-    grouped, ungrouped = out["grouped"], out["ungrouped"]
-    out["pairs_per_second_ratio"] = grouped["pairs_per_second"] / ungrouped["pairs_per_second"]
-    out["step_seconds_ratio"] = ungrouped["median_step_seconds"] / grouped["median_step_seconds"]
-    return out
+def summarize_layouts(runs: list[dict], tokens: dict[str, dict]) -> dict:
+    variants = {}
+    for name in LAYOUTS:
+        mine = [r for r in runs if r["layout"] == name]
+        variants[name] = {**tokens[name], "pairs_per_second": statistics.median(r["pairs_per_second"] for r in mine),
+                          "median_step_seconds": statistics.median(r["median_step_seconds"] for r in mine),
+                          "runs": mine}
+
+    def speedup(fast: str, slow: str) -> dict:
+        return {"pairs_per_second_ratio": variants[fast]["pairs_per_second"] / variants[slow]["pairs_per_second"],
+                "step_seconds_ratio": variants[slow]["median_step_seconds"] / variants[fast]["median_step_seconds"]}
+
+    # Same pairs in the same steps with and without sharing: the losses differ only by float rounding.
+    shared = [loss for r in variants["grouped_shared"]["runs"] for loss in r["losses"]]
+    two = [loss for r in variants["grouped_two_rows"]["runs"] for loss in r["losses"]]
+    return {"variants": variants, "grouping": speedup("grouped_shared", "ungrouped_shared"),
+            "prompt_sharing": speedup("grouped_shared", "grouped_two_rows"),
+            "max_abs_loss_diff_shared_vs_two_rows": max(abs(a - b) for a, b in zip(shared, two))}
 
 
 # --------------------------------------------------------------------------- driver
@@ -222,15 +245,15 @@ def parse_args(argv=None):
     parser.add_argument("--modes", default=",".join(MODES), help=f"sweep modes (default {','.join(MODES)})")
     parser.add_argument("--repeats", type=int, default=2,
                         help="sweeps per mode; the mode order is reversed on every other repeat (default 2)")
-    parser.add_argument("--padding-repeats", type=int, default=3,
-                        help="runs per group_by_length value, alternating which goes first (default 3)")
-    parser.add_argument("--parts", default="sweep,padding", help="sweep, padding or both (default both)")
+    parser.add_argument("--layout-repeats", type=int, default=3,
+                        help="runs per batch layout, the order rotating on every repeat (default 3)")
+    parser.add_argument("--parts", default="sweep,layouts", help="sweep, layouts or both (default both)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, the same for every run (default 1)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "reuse_and_padding.json"),
                         help="results JSON (default benchmarks/results/reuse_and_padding.json)")
     args = parser.parse_args(argv)
     args.modes, args.parts = _csv(args.modes), _csv(args.parts)
-    unknown = [m for m in args.modes if m not in MODES] + [p for p in args.parts if p not in ("sweep", "padding")]
+    unknown = [m for m in args.modes if m not in MODES] + [p for p in args.parts if p not in ("sweep", "layouts")]
     if unknown:
         parser.error(f"unknown mode or part: {', '.join(unknown)}")
     if "sweep" in args.parts and not args.modes:
@@ -284,8 +307,8 @@ def measure(args, work: Path) -> dict:
 
     # The pairs as the trainer tokenizes them: their lengths give the batch plans, hence the padding
     # and the number of live reference forwards.
-    padding_cache = work / "ref-padding"
-    configs = {group: _config(paths, work / "plan", PADDING_LOSS, args, padding_cache, group_by_length=group)
+    layout_cache = work / "ref-padding"
+    configs = {group: _config(paths, work / "plan", LAYOUT_LOSS, args, layout_cache, group_by_length=group)
                for group in (True, False)}
     tokenizer = load_tokenizer(str(paths["a"]))
     pairs, _, _ = prepare_pairs(configs[True], tokenizer)
@@ -293,10 +316,10 @@ def measure(args, work: Path) -> dict:
     steps_per_run = args.max_steps or -(-len(pairs) // args.batch)
     plans = {group: step_plans(cfg, lengths, steps_per_run) for group, cfg in configs.items()}
 
-    # Warm-up, not timed: imports and first-call costs of train(). It also fills the padding runs'
+    # Warm-up, not timed: imports and first-call costs of train(). It also fills the layout runs'
     # reference cache (the whole data, whatever the steps), so that those differ only in training.
     tic = time.perf_counter()
-    _train(_config(paths, work / "warmup", PADDING_LOSS, args, padding_cache, max_steps=1))
+    _train(_config(paths, work / "warmup", LAYOUT_LOSS, args, layout_cache, max_steps=1))
     warmup_seconds = time.perf_counter() - tic
 
     result = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
@@ -320,16 +343,17 @@ def measure(args, work: Path) -> dict:
                            "modes": summarize_sweep(sweeps, args.modes), "sweeps": sweeps}
         _print_sweep(result["sweep"], specs, args.repeats)
 
-    if "padding" in args.parts:
-        padding = {group: padding_of(pairs, tokenizer.pad_token_id, plans[group]) for group in (True, False)}
+    if "layouts" in args.parts:
+        names = list(LAYOUTS)
+        tokens = {name: layout_of(pairs, tokenizer.pad_token_id, plans[LAYOUTS[name][0]], LAYOUTS[name][1])
+                  for name in names}
         runs = []
-        for repeat in range(args.padding_repeats):
-            for group in ((True, False) if repeat % 2 == 0 else (False, True)):
-                runs.append(run_padding(group, paths, work, args, padding_cache, plans[group], repeat))
-                print(f"  padding group_by_length={str(group).lower():5} {repeat + 1}/{args.padding_repeats}: "
-                      f"{runs[-1]['seconds']:.1f} s", flush=True)
-        result["padding"] = {"loss": "dpo beta=0.1, reference cache warm", **summarize_padding(runs, padding)}
-        _print_padding(result["padding"], args.padding_repeats)
+        for repeat in range(args.layout_repeats):
+            for name in names[repeat % len(names):] + names[:repeat % len(names)]:  # rotate who goes first
+                runs.append(run_layout(name, paths, work, args, layout_cache, plans[LAYOUTS[name][0]], repeat))
+                print(f"  layout {name:16} {repeat + 1}/{args.layout_repeats}: {runs[-1]['seconds']:.1f} s", flush=True)
+        result["layouts"] = {"loss": "dpo beta=0.1, reference cache warm", **summarize_layouts(runs, tokens)}
+        _print_layouts(result["layouts"], args.layout_repeats)
     return result
 
 
@@ -343,14 +367,17 @@ def _print_sweep(sweep: dict, specs: list[dict], repeats: int) -> None:
               f"{'yes' if row['losses_match'] else 'NO':>5}  {each}")
 
 
-def _print_padding(padding: dict, repeats: int) -> None:
-    print(f"\npadding: {padding['loss']}; median of {repeats} run(s) each")
-    print(f"{'group_by_length':15} {'padding':>8} {'pairs/s':>8} {'median step s':>13}")
-    for name, value in (("grouped", "true"), ("ungrouped", "false")):
-        row = padding[name]
-        print(f"{value:15} {row['padding_fraction']:8.1%} {row['pairs_per_second']:8.2f} "
+def _print_layouts(layouts: dict, repeats: int) -> None:
+    print(f"\nbatch layouts: {layouts['loss']}; median of {repeats} run(s) each")
+    print(f"{'layout':17} {'padding':>8} {'computed tokens':>15} {'pairs/s':>8} {'median step s':>13}")
+    for name, row in layouts["variants"].items():
+        print(f"{name:17} {row['padding_fraction']:8.1%} {row['computed_tokens']:15d} {row['pairs_per_second']:8.2f} "
               f"{row['median_step_seconds']:13.3f}")
-    print(f"{'ratio':15} {'':8} {padding['pairs_per_second_ratio']:8.2f} {padding['step_seconds_ratio']:13.2f}")
+    for effect in ("grouping", "prompt_sharing"):
+        row = layouts[effect]
+        print(f"{effect + ' speed-up':26} {row['pairs_per_second_ratio']:8.2f} x pairs/s, "
+              f"{row['step_seconds_ratio']:.2f} x per step")
+    print(f"max |loss difference| shared vs two rows: {layouts['max_abs_loss_diff_shared_vs_two_rows']:.1e}")
 
 
 if __name__ == "__main__":

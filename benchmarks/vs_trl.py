@@ -105,7 +105,10 @@ def _matmul_ceiling(threads: int) -> float:
 
 
 def _model_flops(model_dir: str, tokens_per_step: float, method: str) -> float:
-    """Model FLOPs per step for LoRA: forward 2NT + input-gradient backward 2NT (+ reference forward 2NT)."""
+    """Model FLOPs per step for LoRA: forward 2NT + input-gradient backward 2NT (+ reference forward 2NT).
+
+    T counts the tokens of the chosen and the rejected sequence with the prompt in each, whatever the
+    layout: both libraries are credited with the same work (xlpo's shared prompt does less of it)."""
     from transformers import AutoConfig
 
     cfg = AutoConfig.from_pretrained(model_dir)
@@ -159,7 +162,8 @@ def child(args) -> None:
               "pairs": len(rows), "total_seconds": step_times.pop("total"),
               "steady_step_seconds": statistics.median(step_times["steps"][args.warmup:]),
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-              "tokens_per_step": tokens, "matmul_gflops": _matmul_ceiling(args.threads)}
+              "tokens_per_step": tokens, "matmul_gflops": _matmul_ceiling(args.threads),
+              "layout": step_times.get("layout", "two rows")}
     result["pairs_per_second"] = result["pairs"] / result["total_seconds"]
     result["mfu"] = end_to_end_mfu(result, args.model)
     Path(args.result).write_text(json.dumps(result))
@@ -177,13 +181,14 @@ def _run_xlpo(args, rows, out: Path, steps: int):
                              "data.chat_format=none", "data.max_length=512", "data.max_prompt_length=256", *loss,
                              f"training.output_dir={out / 'run'}", f"training.batch_size={BATCH}",
                              f"training.max_steps={steps}", "training.learning_rate=1e-5", "training.progress=false",
-                             f"reference.cache_dir={out / 'ref'}", "training.warmup_ratio=0"])
+                             f"reference.cache_dir={out / 'ref'}", "training.warmup_ratio=0",
+                             f"training.share_prompt={args.xlpo_layout == 'shared'}"])
     tic = time.perf_counter()
-    train(cfg)
+    layout = train(cfg).summary["layout"]
     total = time.perf_counter() - tic
     metrics = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
     tokens = statistics.mean(m["tokens_per_second"] * m["step_seconds"] for m in metrics)
-    return {"total": total, "steps": [m["step_seconds"] for m in metrics]}, tokens
+    return {"total": total, "steps": [m["step_seconds"] for m in metrics], "layout": layout}, tokens
 
 
 def _run_trl(args, rows, out: Path, steps: int):
@@ -244,7 +249,8 @@ def run_one(paths, setting, lib, method, threads, args) -> dict:
            "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, __file__, "--child", "--lib", lib, "--method", method, "--setting", setting,
            "--model", str(paths[setting]), "--data", str(paths["data"]), "--threads", str(threads),
-           "--steps", str(args.steps), "--warmup", str(args.warmup), "--result", result_path]
+           "--steps", str(args.steps), "--warmup", str(args.warmup), "--result", result_path,
+           "--xlpo-layout", args.xlpo_layout]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"{lib} {method} ({setting}) failed:\n{done.stderr[-3000:]}")
@@ -261,6 +267,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1,
                         help="run each (setting, threads, method) this many times, alternating who goes first; "
                              "report the median pairs/s of each library")
+    parser.add_argument("--xlpo-layout", choices=["shared", "two_rows"], default="shared",
+                        help="xlpo's batch layout: its default, chosen and rejected sharing one row with the prompt "
+                             "once (shared), or a row each as TRL does (two_rows)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "vs_trl.json"))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for name in ("lib", "method", "setting", "model", "data", "result"):
@@ -306,7 +315,7 @@ def main() -> None:
     Path(args.out).write_text(json.dumps({"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
                                           "versions": {**library_versions(), "trl": _trl_version()},
                                           "batch_pairs": BATCH, "steps": args.steps, "warmup": args.warmup,
-                                          "repeats": args.repeats,
+                                          "repeats": args.repeats, "xlpo_layout": args.xlpo_layout,
                                           "results": results}, indent=2))
     print(f"saved {args.out}")
 

@@ -160,7 +160,7 @@ def test_all_filler_micro_batch_is_collatable_with_zero_weight():
     pairs = [make_pair(i, 2, 2, 2) for i in range(3)]
     batch = collate_pairs(pairs, [FILLER, FILLER], PAD, 0.5)
     assert batch.weights.tolist() == [0.0, 0.0]
-    assert batch.input_ids.shape[0] == 4 and batch.size == 2
+    assert batch.rows.input_ids.shape[0] == 4 and batch.size == 2
 
 
 def test_mixed_micro_batch_stand_in_is_a_real_pair_of_that_batch():
@@ -206,8 +206,8 @@ def test_length_grouping_cuts_padded_tokens_in_collated_batches():
         waste = 0
         for step in plan_epoch(lengths, 4, 2, 1, seed=0, epoch=0, group_by_length=group):
             for mb in step.micro_batches[0]:
-                batch = collate_pairs(pairs, mb, PAD, 1.0)
-                waste += int(batch.attention_mask.numel() - batch.attention_mask.sum())
+                mask = collate_pairs(pairs, mb, PAD, 1.0).rows.attention_mask
+                waste += int(mask.numel() - mask.sum())
         return waste
 
     grouped, plain = padded_tokens(True), padded_tokens(False)
@@ -243,28 +243,29 @@ def test_collate_layout_masks_and_padding():
     rows = [pairs[0].prompt_ids + pairs[0].chosen_ids, pairs[2].prompt_ids + pairs[2].chosen_ids,
             pairs[0].prompt_ids + pairs[0].rejected_ids, pairs[2].prompt_ids + pairs[2].rejected_ids]
     width = max(len(r) for r in rows)
-    assert batch.input_ids.shape == batch.attention_mask.shape == batch.completion_mask.shape == (4, width)
-    assert batch.input_ids.dtype == torch.long and batch.completion_mask.dtype == torch.bool
+    scored = batch.rows
+    assert scored.input_ids.shape == scored.attention_mask.shape == (4, width)
+    assert scored.input_ids.dtype == torch.long and scored.position_ids is None and scored.num_sequences == 4
     prompt_lens = [3, 2, 3, 2]
     for r, row in enumerate(rows):
         expected = list(row) + [PAD] * (width - len(row))
-        assert batch.input_ids[r].tolist() == expected
-        assert batch.attention_mask[r].tolist() == [1] * len(row) + [0] * (width - len(row))
-        completion = [False] * prompt_lens[r] + [True] * (len(row) - prompt_lens[r]) + [False] * (width - len(row))
-        assert batch.completion_mask[r].tolist() == completion
-    # the completion positions hold exactly the completion tokens
-    assert batch.input_ids[0][batch.completion_mask[0]].tolist() == list(pairs[0].chosen_ids)
-    assert batch.input_ids[2][batch.completion_mask[2]].tolist() == list(pairs[0].rejected_ids)
-    assert batch.input_ids[3][batch.completion_mask[3]].tolist() == list(pairs[2].rejected_ids)
+        assert scored.input_ids[r].tolist() == expected
+        assert scored.attention_mask[r].tolist() == [1] * len(row) + [0] * (width - len(row))
+        # Sequence r is row r: its completion tokens, each scored from the position before it.
+        mine = scored.sequences == r
+        assert scored.targets[mine].tolist() == list(row[prompt_lens[r]:])
+        assert scored.sources[mine].tolist() == [r * width + t - 1 for t in range(prompt_lens[r], len(row))]
+    assert scored.token_counts().tolist() == [2, 1, 4, 1]
+    assert batch.sequence_tokens.tolist() == [3 + 3 + 2 + 4, 2 + 2 + 1 + 1]
 
 
 def test_collate_pad_id_is_used_and_never_counted():
     pairs = [make_pair(0, 2, 1, 1), make_pair(1, 5, 5, 5)]
     batch = collate_pairs(pairs, [0, 1], pad_id=49151, weight_per_example=1.0)
-    padded = batch.attention_mask == 0
+    padded = batch.rows.attention_mask == 0
     assert padded.any()
-    assert (batch.input_ids[padded] == 49151).all()
-    assert not (batch.completion_mask & padded).any()
+    assert (batch.rows.input_ids[padded] == 49151).all()
+    assert not padded.flatten()[batch.rows.sources + 1].any()  # no scored token is padding
 
 
 def test_pad_to_multiple_of():
@@ -273,15 +274,21 @@ def test_pad_to_multiple_of():
     ids, attention, completion = pad_sequences([(1, 2, 3)], [(4, 5, 6, 7, 8, 9)], PAD, pad_to_multiple_of=8)
     assert ids.shape == (1, 16) and int(attention.sum()) == 9 and int(completion.sum()) == 6
     batch = collate_pairs([make_pair(0, 3, 2, 2)], [0], PAD, 1.0, pad_to_multiple_of=8)
-    assert batch.input_ids.shape == (2, 8)
+    assert batch.rows.input_ids.shape == (2, 8)
+    batch = collate_pairs([make_pair(0, 3, 2, 2)], [0], PAD, 1.0, pad_to_multiple_of=8, share_prompt=True)
+    assert batch.rows.input_ids.shape == (1, 8) and batch.rows.attention_mask.shape == (1, 1, 8, 8)
 
 
-def test_batch_to_device_keeps_everything():
-    batch = collate_pairs([make_pair(0, 2, 2, 3), make_pair(1, 1, 1, 1)], [1, FILLER], PAD, 1.0)
+@pytest.mark.parametrize("share", [False, True])
+def test_batch_to_device_keeps_everything(share):
+    batch = collate_pairs([make_pair(0, 2, 2, 3), make_pair(1, 1, 1, 1)], [1, FILLER], PAD, 1.0, share_prompt=share)
     moved = batch.to("cpu")
-    for name in ("input_ids", "attention_mask", "completion_mask", "indices", "weights"):
+    for name in ("indices", "weights", "sequence_tokens"):
         assert torch.equal(getattr(moved, name), getattr(batch, name))
-    assert moved.ids == batch.ids and moved.langs == batch.langs
+    for name in ("input_ids", "attention_mask", "position_ids", "sources", "targets", "sequences"):
+        a, b = getattr(moved.rows, name), getattr(batch.rows, name)
+        assert (a is None and b is None) or torch.equal(a, b)
+    assert moved.ids == batch.ids and moved.langs == batch.langs and moved.rows.num_sequences == 4
 
 
 # --------------------------------------------------------------------------- KTO mismatched rows

@@ -15,7 +15,7 @@ def test_reuse_and_padding_smoke(tmp_path, shared_data):
     out = tmp_path / "reuse_and_padding.json"
     env = {**os.environ, "XLPO_SHARED_DATA": str(shared_data)}
     done = subprocess.run([sys.executable, str(SCRIPT), "--pairs", "16", "--betas", "0.1,0.2", "--others", "",
-                           "--repeats", "1", "--padding-repeats", "1", "--threads", "1", "--out", str(out)],
+                           "--repeats", "1", "--layout-repeats", "1", "--threads", "1", "--out", str(out)],
                           check=False, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -37,10 +37,14 @@ def test_reuse_and_padding_smoke(tmp_path, shared_data):
     for sweep_run in sweep["sweeps"]:
         assert all(len(run["steps"]) == 2 for run in sweep_run["runs"])
 
-    padding = result["padding"]
-    grouped, ungrouped = padding["grouped"], padding["ungrouped"]
+    layouts = result["layouts"]
+    variants = layouts["variants"]
+    grouped, ungrouped, two_rows = variants["grouped_shared"], variants["ungrouped_shared"], variants["grouped_two_rows"]
     assert 0 <= grouped["padding_fraction"] <= ungrouped["padding_fraction"] < 1
-    assert grouped["real_tokens"] == ungrouped["real_tokens"]  # the same pairs, batched differently
-    assert grouped["pairs_per_second"] > 0 and padding["pairs_per_second_ratio"] > 0
-    assert all(r["pairs_trained"] == 16 for r in grouped["runs"] + ungrouped["runs"])
-    assert "per_run" in done.stdout and "group_by_length" in done.stdout
+    assert grouped["computed_tokens"] == ungrouped["computed_tokens"]  # the same pairs, batched differently
+    assert grouped["computed_tokens"] < two_rows["computed_tokens"]  # each prompt computed once, not twice
+    assert grouped["runs"][0]["summary_layout"] == "shared prompt" and two_rows["runs"][0]["summary_layout"] == "two rows"
+    assert layouts["max_abs_loss_diff_shared_vs_two_rows"] < 1e-3
+    assert layouts["grouping"]["pairs_per_second_ratio"] > 0 and layouts["prompt_sharing"]["pairs_per_second_ratio"] > 0
+    assert all(r["pairs_trained"] == 16 for v in variants.values() for r in v["runs"])
+    assert "per_run" in done.stdout and "grouped_two_rows" in done.stdout

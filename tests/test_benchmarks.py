@@ -23,4 +23,5 @@ def test_vs_trl_smoke(tmp_path, shared_data):
     row = results[0]
     assert row["xlpo"]["pairs"] == row["trl"]["pairs"] == 16
     assert row["speed_ratio"] > 0 and row["memory_ratio"] > 0 and 0 < row["xlpo"]["mfu"] < 1
+    assert row["xlpo"]["layout"] == "shared prompt" and json.loads(out.read_text())["xlpo_layout"] == "shared"
     assert "dpo" in done.stdout and "TRL DPOTrainer" in done.stdout

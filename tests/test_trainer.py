@@ -115,6 +115,41 @@ def test_gradient_accumulation_matches_larger_batch(tmp_path, tiny_model_dir):
             torch.testing.assert_close(weights[name], ref_weights[name], atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("loss,lora", [("dpo", True), ("capo", True), ("kto", True), ("simpo", False)])
+def test_shared_prompt_rows_train_like_two_rows(tmp_path, tiny_model_dir, loss, lora):
+    """Without dropout the layout changes only the arithmetic's order: same losses, gradients, weights."""
+    runs = {}
+    for share in (True, False):
+        cfg = _config(tmp_path / str(share), tiny_model_dir, f"loss.name={loss}", f"lora.enabled={lora}",
+                      "lora.dropout=0", f"training.share_prompt={share}", "training.warmup_ratio=0")
+        result = train(cfg)
+        name = "adapter/adapter_model.safetensors" if lora else "model/model.safetensors"
+        runs[share] = (load_file(str(result.output_dir / name)), _metrics(result.output_dir), result.summary)
+    (shared_w, shared_m, shared_s), (two_w, two_m, two_s) = runs[True], runs[False]
+    assert shared_s["layout"] == "shared prompt" and two_s["layout"] == "two rows"
+    assert len(shared_m) == len(two_m) == 3
+    for a, b in zip(shared_m, two_m):
+        assert a["loss"] == pytest.approx(b["loss"], abs=2e-5)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-3)
+        assert a["logps/chosen"] == pytest.approx(b["logps/chosen"], abs=1e-3)
+        # Throughput counts the tokens of both sequences either way, so runs stay comparable.
+        assert a["tokens_per_second"] * a["step_seconds"] == pytest.approx(b["tokens_per_second"] * b["step_seconds"],
+                                                                           rel=1e-9)
+    # Adam turns tiny gradient differences into up-to-lr-sized steps where a gradient is near zero.
+    for key in two_w:
+        torch.testing.assert_close(shared_w[key], two_w[key], atol=1e-4, rtol=1e-3)
+
+
+def test_shared_prompt_falls_back_to_two_rows_where_attention_cannot_take_the_mask(tmp_path, tiny_model_dir,
+                                                                                   monkeypatch, capsys):
+    import xlpo.train.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "prompt_sharing_blocker", lambda model, pairs: "no custom masks here")
+    result = train(_config(tmp_path, tiny_model_dir, "loss.name=simpo", "training.max_steps=1"))
+    assert result.summary["layout"] == "two rows (no custom masks here)"
+    assert "chosen and rejected get a row each: no custom masks here" in capsys.readouterr().out
+
+
 def test_resume_reaches_the_uninterrupted_result(tmp_path, tiny_model_dir, monkeypatch):
     # LoRA dropout stays on: resuming must restore the RNG as well as weights and optimizer.
     common = ["loss.name=capo", "training.batch_size=2", "training.save_steps=2", "training.epochs=2"]

@@ -157,29 +157,102 @@ def _is_local_dense(weight) -> bool:
     return weight.dim() == 2 and weight.numel() > 0
 
 
-def completion_logprobs(model, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor,
-                        chunk_size: int | None = None) -> CompletionLogps:
-    """Summed log-prob of the tokens where `completion_mask` is True, per row.
+@dataclass
+class ScoredRows:
+    """Model input rows and which of their tokens to score, for any row layout.
 
-    `completion_mask[i, t]` marks token t of row i as a completion token: it is scored as
-    predicted from position t-1. The model is called through its own forward (so DDP/DeepSpeed
-    hooks run) with logits for one position only; the hidden states feed the chunked head.
+    The output at flat position `sources[k]` (row * width + column) predicts token `targets[k]`,
+    whose log-prob counts towards sequence `sequences[k]`. Two layouts produce these: one row per
+    sequence (`from_completion_mask`), and chosen and rejected sharing one copy of their prompt in
+    one row (`xlpo.data.batching.shared_prompt_rows`), where the rows need a 4D attention mask
+    and explicit position ids.
+    """
+
+    input_ids: Tensor  # (R, L)
+    attention_mask: Tensor | None  # (R, L) padding mask, or (R, 1, L, L) bool: True = may attend
+    position_ids: Tensor | None  # (R, L), or None for 0..L-1
+    sources: Tensor  # (M,) long
+    targets: Tensor  # (M,) long
+    sequences: Tensor  # (M,) long, in [0, num_sequences)
+    num_sequences: int
+
+    @classmethod
+    def from_completion_mask(cls, input_ids: Tensor, attention_mask: Tensor | None,
+                             completion_mask: Tensor) -> "ScoredRows":
+        """One sequence per row: token t of row i is scored from position t-1 where completion_mask[i, t]."""
+        rows, cols = torch.nonzero(completion_mask[:, 1:], as_tuple=True)
+        width = input_ids.shape[1]
+        return cls(input_ids, attention_mask, None, sources=rows * width + cols, targets=input_ids[rows, cols + 1],
+                   sequences=rows, num_sequences=input_ids.shape[0])
+
+    def to(self, device) -> "ScoredRows":
+        move = (lambda t: None if t is None else t.to(device))
+        return ScoredRows(self.input_ids.to(device), move(self.attention_mask), move(self.position_ids),
+                          self.sources.to(device), self.targets.to(device), self.sequences.to(device),
+                          self.num_sequences)
+
+    def token_counts(self) -> Tensor:
+        """(num_sequences,) float32: scored tokens per sequence."""
+        return torch.bincount(self.sequences, minlength=self.num_sequences).float()
+
+
+def shared_prompt_unsupported(model, longest_row: int) -> str | None:
+    """Why chosen and rejected cannot share their prompt in one row on `model`, or None when they can.
+
+    Sharing needs a custom 4D attention mask and position ids: SDPA and eager attention take them;
+    flash-attention and other kernels do not, a sliding window shorter than a row would be lost
+    (the 4D mask replaces the model's own), and remote model code may build its masks its own way.
+    """
+    config = getattr(_unwrap(model), "config", None)
+    impl = getattr(config, "_attn_implementation", None)
+    if impl not in ("sdpa", "eager"):
+        return f"attention implementation '{impl}' takes no custom attention mask"
+    window = getattr(config, "sliding_window", None)
+    if isinstance(window, int) and getattr(config, "use_sliding_window", True) and window < longest_row:
+        return f"sliding window {window} is shorter than the longest shared row ({longest_row} tokens)"
+    if getattr(config, "auto_map", None):
+        return "model code from the Hub (auto_map) may build its own attention masks"
+    return None
+
+
+def sequence_logprobs(model, rows: ScoredRows, chunk_size: int | None = None) -> CompletionLogps:
+    """Summed log-prob of each sequence's scored tokens (see `ScoredRows`).
+
+    The model is called through its own forward (so DDP/DeepSpeed hooks run) with logits for one
+    position only; the hidden states feed the chunked head.
     """
     head = output_head(model)
     if head is None:
-        return naive_completion_logprobs(model, input_ids, attention_mask, completion_mask)
+        return naive_sequence_logprobs(model, rows)
     weight, bias, softcap = head
-    out = model(input_ids=input_ids, attention_mask=_mask_if_needed(attention_mask), output_hidden_states=True,
-                logits_to_keep=1, use_cache=False)
-    hidden = out.hidden_states[-1]
-    target_mask = completion_mask[:, 1:]
-    rows = torch.nonzero(target_mask, as_tuple=True)[0]
-    selected = hidden[:, :-1][target_mask]
-    targets = input_ids[:, 1:][target_mask]
-    per_token = token_logprobs(selected, weight, bias, targets, chunk_size, softcap)
-    sums = torch.zeros(input_ids.shape[0], dtype=per_token.dtype, device=input_ids.device)
-    sums = sums.index_add(0, rows, per_token)
-    return CompletionLogps(sum=sums, tokens=target_mask.sum(1).to(sums.dtype))
+    out = model(input_ids=rows.input_ids, attention_mask=_attention_for(model, rows.attention_mask),
+                position_ids=rows.position_ids, output_hidden_states=True, logits_to_keep=1, use_cache=False)
+    hidden = out.hidden_states[-1].flatten(0, 1)[rows.sources]
+    per_token = token_logprobs(hidden, weight, bias, rows.targets, chunk_size, softcap)
+    sums = torch.zeros(rows.num_sequences, dtype=per_token.dtype, device=per_token.device)
+    return CompletionLogps(sum=sums.index_add(0, rows.sequences, per_token), tokens=rows.token_counts())
+
+
+def naive_sequence_logprobs(model, rows: ScoredRows) -> CompletionLogps:
+    """Full logits, then log-softmax at the scored positions: for heads the chunked path cannot read."""
+    logits = model(input_ids=rows.input_ids, attention_mask=_attention_for(model, rows.attention_mask),
+                   position_ids=rows.position_ids, use_cache=False).logits
+    picked = logits.flatten(0, 1)[rows.sources].to(_accumulation_dtype(logits))
+    per_token = torch.log_softmax(picked, dim=-1).gather(1, rows.targets[:, None]).squeeze(1)
+    sums = torch.zeros(rows.num_sequences, dtype=per_token.dtype, device=per_token.device)
+    return CompletionLogps(sum=sums.index_add(0, rows.sequences, per_token), tokens=rows.token_counts())
+
+
+def _attention_for(model, mask: Tensor | None) -> Tensor | None:
+    """What the model's forward gets: no mask for right padding, a 4D mask in the form its attention reads."""
+    if mask is None or mask.dim() == 2:
+        return _mask_if_needed(mask)
+    config = getattr(_unwrap(model), "config", None)
+    if getattr(config, "_attn_implementation", None) == "eager":
+        # Eager attention adds the mask to the scores: 0 where allowed, the dtype's minimum elsewhere.
+        dtype = getattr(_unwrap(model), "dtype", torch.float32)
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
+    return mask
 
 
 def _mask_if_needed(attention_mask: Tensor | None) -> Tensor | None:
@@ -188,6 +261,17 @@ def _mask_if_needed(attention_mask: Tensor | None) -> Tensor | None:
     if attention_mask is None or bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all()):
         return None
     return attention_mask
+
+
+def completion_logprobs(model, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor,
+                        chunk_size: int | None = None) -> CompletionLogps:
+    """Summed log-prob of the tokens where `completion_mask` is True, per row.
+
+    `completion_mask[i, t]` marks token t of row i as a completion token: it is scored as
+    predicted from position t-1.
+    """
+    return sequence_logprobs(model, ScoredRows.from_completion_mask(input_ids, attention_mask, completion_mask),
+                             chunk_size)
 
 
 def naive_completion_logprobs(model, input_ids: Tensor, attention_mask: Tensor,

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from xlpo.data.tokenize import TokenizedPair
+from xlpo.logprobs import ScoredRows, shared_prompt_unsupported
 
 FILLER = -1  # a slot that keeps shapes equal across processes; it carries weight 0
 
@@ -65,32 +66,29 @@ def _deal(batch: list[int], lengths: list[int], micro: int, accum: int, world: i
 
 @dataclass
 class PreferenceBatch:
-    """2B rows: the B chosen sequences, then the B rejected ones, right-padded."""
+    """B pairs as model rows: sequences 0..B-1 are the chosen ones, B..2B-1 the rejected ones."""
 
-    input_ids: Tensor
-    attention_mask: Tensor
-    completion_mask: Tensor
+    rows: ScoredRows
     ids: list[str]
     langs: list[str | None]
     indices: Tensor  # (B,) positions in the tokenized pair list (FILLER slots repeat a real example)
     weights: Tensor  # (B,) loss weight per pair; 0 for fillers
+    sequence_tokens: Tensor  # (B,) tokens of the chosen plus the rejected sequence, prompt counted in each
 
     @property
     def size(self) -> int:
         return len(self.ids)
 
     def to(self, device) -> "PreferenceBatch":
-        return PreferenceBatch(self.input_ids.to(device), self.attention_mask.to(device),
-                               self.completion_mask.to(device), self.ids, self.langs,
-                               self.indices.to(device), self.weights.to(device))
+        return PreferenceBatch(self.rows.to(device), self.ids, self.langs, self.indices.to(device),
+                               self.weights.to(device), self.sequence_tokens.to(device))
 
 
 def pad_sequences(prompts: list[tuple[int, ...]], completions: list[tuple[int, ...]], pad_id: int,
                   pad_to_multiple_of: int = 1):
     """Right-padded (input_ids, attention_mask, completion_mask) for prompt+completion rows."""
     lengths = [len(p) + len(c) for p, c in zip(prompts, completions)]
-    width = max(lengths)
-    width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+    width = _padded_width(max(lengths), pad_to_multiple_of)
     n = len(prompts)
     input_ids = torch.full((n, width), pad_id, dtype=torch.long)
     attention = torch.zeros((n, width), dtype=torch.long)
@@ -102,19 +100,86 @@ def pad_sequences(prompts: list[tuple[int, ...]], completions: list[tuple[int, .
     return input_ids, attention, completion
 
 
+def _padded_width(width: int, multiple: int) -> int:
+    return -(-width // multiple) * multiple
+
+
+def two_row_layout(prompts, chosen, rejected, pad_id: int, pad_to_multiple_of: int = 1) -> ScoredRows:
+    """Rows prompt+chosen (B of them), then prompt+rejected: the prompt is computed twice."""
+    return ScoredRows.from_completion_mask(*pad_sequences(list(prompts) + list(prompts), list(chosen) + list(rejected),
+                                                          pad_id, pad_to_multiple_of))
+
+
+_PROMPT, _CHOSEN, _REJECTED, _PAD = 0, 1, 2, 3
+
+
+def shared_prompt_rows(prompts, chosen, rejected, pad_id: int, pad_to_multiple_of: int = 1) -> ScoredRows:
+    """One row per pair, [prompt | chosen | rejected | padding], the prompt computed once.
+
+    The attention mask lets chosen tokens see the prompt and earlier chosen tokens, rejected tokens
+    the prompt and earlier rejected tokens (never the chosen ones), and the rejected tokens' positions
+    continue from the prompt, so each completion is computed exactly as in its own row. The first
+    rejected token is scored from the prompt's last position. Padding attends only to itself (its
+    outputs are never read; a row with nothing to attend to would give NaN).
+    """
+    B = len(prompts)
+    width = _padded_width(max(len(p) + len(c) + len(r) for p, c, r in zip(prompts, chosen, rejected)),
+                          pad_to_multiple_of)
+    input_ids = torch.full((B, width), pad_id, dtype=torch.long)
+    positions = torch.zeros((B, width), dtype=torch.long)
+    segment = torch.full((B, width), _PAD, dtype=torch.long)
+    sources, targets, sequences = [], [], []
+    for b, (p, c, r) in enumerate(zip(prompts, chosen, rejected)):
+        P, C, R = len(p), len(c), len(r)
+        input_ids[b, :P + C + R] = torch.tensor(tuple(p) + tuple(c) + tuple(r), dtype=torch.long)
+        positions[b, :P + C] = torch.arange(P + C)
+        positions[b, P + C:P + C + R] = torch.arange(P, P + R)
+        segment[b, :P + C + R] = torch.tensor([_PROMPT] * P + [_CHOSEN] * C + [_REJECTED] * R)
+        row = b * width
+        # Chosen token t sits at P+t and is predicted from P+t-1; rejected token t sits at P+C+t and is
+        # predicted from P+C+t-1, except its first token, predicted from the prompt's last position P-1.
+        # Without a prompt a completion's first token has no position to be predicted from (as in a
+        # two-row layout, where position 0 is never scored).
+        first = 0 if P else 1
+        chosen_from = torch.arange(P - 1 + first, P + C - 1)
+        rejected_from = torch.cat([torch.tensor([P - 1]), torch.arange(P + C, P + C + R - 1)]) if P \
+            else torch.arange(P + C, P + C + R - 1)
+        sources += [row + chosen_from, row + rejected_from]
+        targets += [torch.tensor(c[first:], dtype=torch.long), torch.tensor(r[first:], dtype=torch.long)]
+        sequences += [torch.full((max(C - first, 0),), b), torch.full((max(R - first, 0),), B + b)]
+    query, key = segment[:, :, None], segment[:, None, :]
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    visible = (key == _PROMPT) | (key == query)
+    padding_alone = (query != _PAD) | torch.eye(width, dtype=torch.bool)
+    mask = (causal & visible & padding_alone)[:, None]
+    return ScoredRows(input_ids, mask, positions, torch.cat(sources), torch.cat(targets),
+                      torch.cat(sequences).long(), num_sequences=2 * B)
+
+
+def prompt_sharing_blocker(model, pairs: list[TokenizedPair]) -> str | None:
+    """Why these pairs cannot share their prompts in one row on `model`, or None when they can."""
+    longest = max((len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pairs), default=0)
+    return shared_prompt_unsupported(model, longest)
+
+
 def collate_pairs(pairs: list[TokenizedPair], slot_indices: list[int], pad_id: int, weight_per_example: float,
-                  pad_to_multiple_of: int = 1) -> PreferenceBatch:
-    """Build the batch for one micro-batch; FILLER slots reuse the first real pair with weight 0."""
+                  pad_to_multiple_of: int = 1, share_prompt: bool = False) -> PreferenceBatch:
+    """Build the batch for one micro-batch; FILLER slots reuse the first real pair with weight 0.
+
+    `share_prompt` puts each pair in one row with its prompt once (`shared_prompt_rows`);
+    otherwise chosen and rejected get a row each (`two_row_layout`).
+    """
     real = [i for i in slot_indices if i != FILLER]
     stand_in = real[0] if real else 0
-    chosen_slots = [pairs[i if i != FILLER else stand_in] for i in slot_indices]
-    prompts = [p.prompt_ids for p in chosen_slots]
-    completions = [p.chosen_ids for p in chosen_slots] + [p.rejected_ids for p in chosen_slots]
-    input_ids, attention, completion = pad_sequences(prompts + prompts, completions, pad_id, pad_to_multiple_of)
+    slots = [pairs[i if i != FILLER else stand_in] for i in slot_indices]
+    layout = shared_prompt_rows if share_prompt else two_row_layout
+    rows = layout([p.prompt_ids for p in slots], [p.chosen_ids for p in slots], [p.rejected_ids for p in slots],
+                  pad_id, pad_to_multiple_of)
     weights = torch.tensor([0.0 if i == FILLER else weight_per_example for i in slot_indices])
-    return PreferenceBatch(input_ids=input_ids, attention_mask=attention, completion_mask=completion,
-                           ids=[p.id for p in chosen_slots], langs=[p.lang for p in chosen_slots],
-                           indices=torch.tensor([i if i != FILLER else stand_in for i in slot_indices]), weights=weights)
+    tokens = torch.tensor([2 * len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in slots])
+    return PreferenceBatch(rows=rows, ids=[p.id for p in slots], langs=[p.lang for p in slots],
+                           indices=torch.tensor([i if i != FILLER else stand_in for i in slot_indices]),
+                           weights=weights, sequence_tokens=tokens)
 
 
 def collate_mismatched(pairs: list[TokenizedPair], slot_indices: list[int], pad_id: int):

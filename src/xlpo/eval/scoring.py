@@ -11,16 +11,20 @@ from collections import defaultdict
 
 import torch
 
-from xlpo.data.batching import pad_sequences
+from xlpo.data.batching import collate_pairs, prompt_sharing_blocker
 from xlpo.data.tokenize import TokenizedPair
-from xlpo.logprobs import completion_logprobs
+from xlpo.logprobs import sequence_logprobs
 
 
 @torch.no_grad()
 def score_pairs(model, pairs: list[TokenizedPair], pad_id: int, batch_size: int = 8, device=None,
-                chunk_size: int | None = None) -> list[dict]:
-    """Per pair: id, lang, summed log-probs and token counts of chosen and rejected."""
+                chunk_size: int | None = None, share_prompt: bool = True) -> list[dict]:
+    """Per pair: id, lang, summed log-probs and token counts of chosen and rejected.
+
+    With `share_prompt` (and a model whose attention allows it) each pair's prompt is computed once.
+    """
     device = device or next(model.parameters()).device
+    share_prompt = share_prompt and prompt_sharing_blocker(model, pairs) is None
     was_training = model.training
     model.eval()
     rows: dict[int, dict] = {}
@@ -28,10 +32,8 @@ def score_pairs(model, pairs: list[TokenizedPair], pad_id: int, batch_size: int 
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         chunk = [pairs[i] for i in idx]
-        prompts = [p.prompt_ids for p in chunk]
-        ids, attention, completion = pad_sequences(prompts + prompts, [p.chosen_ids for p in chunk]
-                                                   + [p.rejected_ids for p in chunk], pad_id)
-        out = completion_logprobs(model, ids.to(device), attention.to(device), completion.to(device), chunk_size)
+        batch = collate_pairs(pairs, idx, pad_id, 1.0, share_prompt=share_prompt)
+        out = sequence_logprobs(model, batch.rows.to(device), chunk_size)
         sums, tokens = out.sum.cpu().tolist(), out.tokens.cpu().tolist()
         n = len(chunk)
         for k, (i, pair) in enumerate(zip(idx, chunk)):

@@ -525,7 +525,8 @@ class ICRRun:
         model.to(device)
         values = ref_cache.compute_reference_logps(model, pairs, tokenizer.pad_token_id,
                                                    max(2, 2 * train_cfg.training.batch_size), device,
-                                                   train_cfg.training.logit_chunk_size)
+                                                   train_cfg.training.logit_chunk_size,
+                                                   share_prompt=train_cfg.training.share_prompt)
         ref_cache.save_cached(cache_dir, key, values, {"model": str(training_ref), "data": fingerprint(pairs)})
         del model, base
         gc.collect()

@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from xlpo.data.batching import pad_sequences
+from xlpo.data.batching import collate_pairs, prompt_sharing_blocker
 from xlpo.data.tokenize import TokenizedPair
 from xlpo.fileio import atomic_path
-from xlpo.logprobs import completion_logprobs
+from xlpo.logprobs import sequence_logprobs
 
 
 def model_fingerprint(model, name_or_path: str) -> str:
@@ -36,20 +36,22 @@ def cache_key(model_fp: str, data_fp: str, dtype: torch.dtype) -> str:
 
 @torch.no_grad()
 def compute_reference_logps(model, pairs: list[TokenizedPair], pad_id: int, batch_size: int, device,
-                            chunk_size: int | None = None, shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
-    """(N, 2) summed log-probs of chosen and rejected for this process's shard (others left 0)."""
+                            chunk_size: int | None = None, shard: tuple[int, int] = (0, 1),
+                            share_prompt: bool = False) -> torch.Tensor:
+    """(N, 2) summed log-probs of chosen and rejected for this process's shard (others left 0).
+
+    With `share_prompt` (and a model whose attention allows it) each pair's prompt is computed once.
+    """
     rank, world = shard
+    share_prompt = share_prompt and prompt_sharing_blocker(model, pairs) is None
     out = torch.zeros(len(pairs), 2, dtype=torch.float32)
     mine = sorted(range(rank, len(pairs), world), key=lambda i: pairs[i].length)
     was_training = model.training
     model.eval()
     for start in range(0, len(mine), batch_size):
         idx = mine[start:start + batch_size]
-        rows = [pairs[i] for i in idx]
-        prompts = [p.prompt_ids for p in rows]
-        input_ids, attention, completion = pad_sequences(
-            prompts + prompts, [p.chosen_ids for p in rows] + [p.rejected_ids for p in rows], pad_id)
-        logps = completion_logprobs(model, input_ids.to(device), attention.to(device), completion.to(device), chunk_size)
+        batch = collate_pairs(pairs, idx, pad_id, 1.0, share_prompt=share_prompt)
+        logps = sequence_logprobs(model, batch.rows.to(device), chunk_size)
         sums = logps.sum.float().cpu()
         out[idx, 0] = sums[:len(idx)]
         out[idx, 1] = sums[len(idx):]

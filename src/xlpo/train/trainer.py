@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 import yaml
 
-from xlpo.data.batching import collate_mismatched, collate_pairs, plan_epoch
+from xlpo.data.batching import collate_mismatched, collate_pairs, plan_epoch, prompt_sharing_blocker
 from xlpo.data.records import load_preferences
 from xlpo.data.tokenize import PairTokenizer, TokenizedPair, fingerprint
 from xlpo.errors import TrainingError, UserError
 from xlpo.fileio import atomic_dir, write_json, write_jsonl, write_text
-from xlpo.logprobs import completion_logprobs
+from xlpo.logprobs import completion_logprobs, sequence_logprobs
 from xlpo.losses import SequenceLogps, get_loss, preference_metrics
 from xlpo.models import (apply_lora, cache_root, frozen_copy, is_peft, load_adapter, load_model,
                          load_tokenizer, reference_mode)
@@ -112,6 +112,7 @@ class Trainer:
         model = load_model(cfg.model.name_or_path, cfg.model.dtype, cfg.model.trust_remote_code,
                            cfg.model.attn_implementation)
         model.to(acc.device)
+        self._choose_layout(model)
         self.reference_logps = None
         if self.spec.needs_reference and cfg.reference.precompute:
             self.reference_logps = self._precomputed_reference(model)
@@ -138,6 +139,14 @@ class Trainer:
         acc.register_for_checkpointing(self.scheduler)
         ckpt.save_trainable_only(acc)
 
+    def _choose_layout(self, model) -> None:
+        """Share each pair's prompt in one row when asked for and the model's attention allows it."""
+        reason = prompt_sharing_blocker(model, self.pairs) if self.config.training.share_prompt else None
+        self.share_prompt = self.config.training.share_prompt and reason is None
+        self.layout = "shared prompt" if self.share_prompt else "two rows" + (f" ({reason})" if reason else "")
+        if reason and self.acc.is_main_process:
+            print(f"xlpo: chosen and rejected get a row each: {reason}")
+
     def _plan(self, epoch: int):
         t = self.config.training
         return plan_epoch([p.length for p in self.pairs], t.batch_size, t.grad_accum, self.acc.num_processes,
@@ -154,7 +163,7 @@ class Trainer:
             return cached
         values = ref_cache.compute_reference_logps(
             base_model, self.pairs, self.pad_id, max(2, 2 * cfg.training.batch_size), acc.device,
-            cfg.training.logit_chunk_size, shard=(acc.process_index, acc.num_processes))
+            cfg.training.logit_chunk_size, shard=(acc.process_index, acc.num_processes), share_prompt=self.share_prompt)
         values = acc.reduce(values.to(acc.device), reduction="sum").cpu()
         if acc.is_main_process:
             ref_cache.save_cached(cache_dir, key, values, {"model": cfg.model.name_or_path, "data": self.data_fp})
@@ -168,8 +177,7 @@ class Trainer:
             values = self.reference_logps[batch.indices.cpu()].to(self.acc.device)
             return values[:, 0], values[:, 1]
         with reference_mode(self.acc.unwrap_model(self.model), self.reference) as ref_model:
-            logps = completion_logprobs(ref_model, batch.input_ids, batch.attention_mask, batch.completion_mask,
-                                        self.config.training.logit_chunk_size)
+            logps = sequence_logprobs(ref_model, batch.rows, self.config.training.logit_chunk_size)
         return logps.sum[:size], logps.sum[size:]
 
     def _mismatched(self, slots):
@@ -190,13 +198,12 @@ class Trainer:
         metrics = None
         tokens = 0
         for a, slots in enumerate(my_batches):
-            batch = collate_pairs(self.pairs, slots, self.pad_id, weight).to(acc.device)
+            batch = collate_pairs(self.pairs, slots, self.pad_id, weight, share_prompt=self.share_prompt).to(acc.device)
             size = batch.size
             last = a == len(my_batches) - 1
             sync = contextlib.nullcontext() if last else acc.no_sync(self.model)
             with sync:
-                policy = completion_logprobs(self.model, batch.input_ids, batch.attention_mask, batch.completion_mask,
-                                             cfg.training.logit_chunk_size)
+                policy = sequence_logprobs(self.model, batch.rows, cfg.training.logit_chunk_size)
                 ref_chosen = ref_rejected = kl_policy = kl_ref = None
                 if self.spec.needs_reference:
                     ref_chosen, ref_rejected = self._reference_for(batch, size)
@@ -212,7 +219,7 @@ class Trainer:
             if metrics is None:
                 metrics = StepMetrics(sorted(per_pair), self.languages)
             metrics.add(per_pair, batch.langs, batch.weights)
-            tokens += int((batch.attention_mask.sum(1) * torch.cat([batch.weights > 0] * 2)).sum())
+            tokens += int((batch.sequence_tokens * (batch.weights > 0)).sum())
         return metrics, tokens
 
     def _stop_if_not_finite(self, losses: torch.Tensor, batch) -> None:
@@ -273,11 +280,11 @@ class Trainer:
                                          for t in _flat(step_metrics))
                 values = per_pair.T
                 tokens = int(acc.reduce(torch.tensor(tokens, device=acc.device), reduction="sum"))
+                seconds = time.perf_counter() - tic  # one reading for both, so tokens = rate x seconds
                 record = {"step": self.step + 1, "epoch": round(epoch + (within + 1) / self.steps_per_epoch, 4),
                           **summarize(step_metrics.names, self.languages, values, langs, mask),
                           "grad_norm": grad_norm, "learning_rate": lr,
-                          "tokens_per_second": tokens / max(time.perf_counter() - tic, 1e-9),
-                          "step_seconds": time.perf_counter() - tic}
+                          "tokens_per_second": tokens / max(seconds, 1e-9), "step_seconds": seconds}
                 last_metrics = record
                 if writer is not None and ((self.step + 1) % cfg.training.logging_steps == 0 or self.step + 1 == self.total_steps):
                     writer.write(record)
@@ -314,6 +321,7 @@ class Trainer:
             "resumed_from_step": start, "pairs": len(self.pairs), "languages": self.languages,
             "data": self.data_summary, "data_fingerprint": self.data_fp,
             "reference": getattr(self, "reference_source", "live" if self.spec.needs_reference else "none"),
+            "layout": self.layout,
             "num_processes": acc.num_processes, "seconds": round(seconds, 2), "final_metrics": last_metrics,
         }
         if acc.is_main_process:
