@@ -1,0 +1,276 @@
+"""Scored runs on disk: reading and validating them, their training logs, and run-level summaries.
+
+Everything that touches files (scores.jsonl, scoring.json, the training run's metrics.jsonl,
+config.yaml and train_summary.json) is here, so the numeric modules stay pure functions of rows.
+Also the run-level selections `analyze` makes: which run is the baseline or target, which runs
+enter the method comparisons, and the alpha sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xlpo.errors import UserError
+from xlpo.eval.analysis.accuracy import ALL, _lang
+from xlpo.fileio import iter_jsonl
+
+# ---------------------------------------------------------------------------------------------
+# training logs, alpha sweep, tokenization
+# ---------------------------------------------------------------------------------------------
+
+def load_training_log(train_dir: str | Path) -> dict[str, Any] | None:
+    """Curves from `metrics.jsonl`: step, loss, rewards/accuracies and per-language accuracies.
+
+    A step logged twice (a resumed run) keeps its last record. None when the file is absent.
+    """
+    path = Path(train_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    records: dict[int, dict] = {}
+    for _, rec in iter_jsonl(path):
+        if isinstance(rec, dict) and isinstance(rec.get("step"), (int, float)) and "loss" in rec:
+            records[int(rec["step"])] = rec
+    steps = sorted(records)
+    prefix = "rewards/accuracies/"
+    langs = sorted({k[len(prefix):] for rec in records.values() for k in rec if k.startswith(prefix)})
+
+    def col(key: str) -> list[float | None]:
+        return [_num(records[s].get(key)) for s in steps]
+
+    return {"steps": steps, "loss": col("loss"), "accuracy": col("rewards/accuracies"),
+            "accuracy_by_lang": {lang: col(prefix + lang) for lang in langs}}
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def curve_summary(curve: Mapping[str, Any]) -> dict[str, Any]:
+    """First, final and mean loss; roughness = std of step-to-step loss changes; final accuracy."""
+    loss = np.array([v for v in curve["loss"] if v is not None], float)
+    acc = [v for v in curve["accuracy"] if v is not None]
+    if loss.size == 0:
+        return {"steps": len(curve["steps"]), "first_loss": None, "final_loss": None, "mean_loss": None,
+                "roughness": None, "final_accuracy": acc[-1] if acc else None}
+    return {"steps": len(curve["steps"]), "first_loss": float(loss[0]), "final_loss": float(loss[-1]),
+            "mean_loss": float(loss.mean()),
+            "roughness": float(np.diff(loss).std()) if loss.size > 2 else None,
+            "final_accuracy": acc[-1] if acc else None}
+
+
+def tokenization_diagnostics(rows: Sequence[Mapping]) -> dict[str, dict[str, Any]]:
+    """Per language (and "all"): tokens per character of chosen and rejected (ratio of sums; None
+    without character counts) and the mean per-token log-prob of chosen and rejected (sum of
+    log-probs over sum of tokens)."""
+    groups: dict[str, list[Mapping]] = defaultdict(list)
+    for r in rows:
+        groups[_lang(r)].append(r)
+    groups = {k: groups[k] for k in sorted(groups)}
+    groups[ALL] = list(rows)
+    out = {}
+    for lang, items in groups.items():
+        entry: dict[str, Any] = {"n": len(items)}
+        all_chars = [r.get(f"chars_{side}") for r in items for side in ("chosen", "rejected")]
+        all_tokens = sum(float(r["tokens_chosen"]) + float(r["tokens_rejected"]) for r in items)
+        entry["tokens_per_char"] = (all_tokens / sum(all_chars) if all(c is not None for c in all_chars)
+                                    and sum(all_chars) > 0 else None)
+        for side in ("chosen", "rejected"):
+            tokens = sum(float(r[f"tokens_{side}"]) for r in items)
+            chars = [r.get(f"chars_{side}") for r in items]
+            entry[f"tokens_per_char_{side}"] = (tokens / sum(chars) if all(c is not None for c in chars)
+                                                and sum(chars) > 0 else None)
+            entry[f"logp_per_token_{side}"] = sum(float(r[f"logp_{side}"]) for r in items) / tokens if tokens else None
+        out[lang] = entry
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# scored runs
+# ---------------------------------------------------------------------------------------------
+
+_REQUIRED = {"id": (str, int), "logp_chosen": (int, float), "logp_rejected": (int, float),
+             "tokens_chosen": (int, float), "tokens_rejected": (int, float)}
+
+
+@dataclass
+class ScoredRun:
+    name: str
+    method: str
+    dir: Path
+    meta: dict
+    rows: list[dict]
+    train_dir: Path | None = None
+    train_config: dict | None = None
+    curve: dict | None = None
+    notes: list[str] = field(default_factory=list)
+
+    effective_loss_params: dict | None = None  # with the loss's defaults filled in (see load_run)
+
+    @property
+    def loss_params(self) -> dict:
+        if self.effective_loss_params is not None:
+            return self.effective_loss_params
+        return self.meta.get("loss_params") or {}
+
+    @property
+    def alpha(self) -> float | None:
+        value = self.loss_params.get("alpha")
+        return float(value) if isinstance(value, (int, float)) else None
+
+    @property
+    def rrm(self) -> str | None:
+        """The RRM orientation of a run with alpha ("paper" when not stated: the library's default)."""
+        return str(self.loss_params.get("rrm") or "paper") if self.alpha is not None else None
+
+
+def _resolve(path_value: Any, run_dir: Path) -> Path | None:
+    if not path_value:
+        return None
+    p = Path(path_value)
+    if p.is_absolute() or p.exists():
+        return p
+    beside = run_dir / p
+    return beside if beside.exists() else p
+
+
+def read_scores(path: str | Path) -> list[dict]:
+    """Rows of a `scores.jsonl`, validated (the fields named in the issue's interface)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found (a scored run directory holds scores.jsonl and scoring.json)")
+    rows = []
+    for where, row in iter_jsonl(path):
+        if not isinstance(row, dict):
+            raise UserError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        for key, types in _REQUIRED.items():
+            if key not in row:
+                raise UserError(f"{where}: missing field '{key}'")
+            if not isinstance(row[key], types) or isinstance(row[key], bool):
+                raise UserError(f"{where}: field '{key}': unexpected value {row[key]!r}")
+        for key in ("logp_chosen", "logp_rejected"):
+            if not math.isfinite(row[key]):
+                raise UserError(f"{where}: field '{key}' is not finite ({row[key]})")
+        for key in ("tokens_chosen", "tokens_rejected"):
+            if row[key] <= 0:
+                raise UserError(f"{where}: field '{key}' must be > 0 (got {row[key]})")
+        lang = row.get("lang")
+        if lang is not None and not isinstance(lang, str):
+            raise UserError(f"{where}: field 'lang': expected a language code string")
+        row["id"] = str(row["id"])
+        rows.append(row)
+    if not rows:
+        raise UserError(f"{path}: no rows")
+    ids = [r["id"] for r in rows]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise UserError(f"{path}: id {dup!r} appears more than once")
+    return rows
+
+
+def load_run(run_dir: str | Path) -> ScoredRun:
+    """A scored run directory: scores.jsonl, scoring.json and, when named there, the training run."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: not a directory (expected a scored run with scores.jsonl and scoring.json)")
+    meta_path = run_dir / "scoring.json"
+    if not meta_path.is_file():
+        raise UserError(f"{meta_path}: file not found")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{meta_path}: not valid JSON ({exc.msg})") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{meta_path}: expected a JSON object")
+    rows = read_scores(run_dir / "scores.jsonl")
+    name = str(meta.get("name") or run_dir.name)
+    method = str(meta.get("method") or name)
+    run = ScoredRun(name=name, method=method, dir=run_dir, meta=meta, rows=rows)
+    train_dir = _resolve(meta.get("train_dir"), run_dir)
+    if train_dir is not None:
+        if not train_dir.is_dir():
+            run.notes.append(f"training directory {train_dir} not found: no training curve")
+        else:
+            run.train_dir = train_dir
+            run.curve = load_training_log(train_dir)
+            if run.curve is None:
+                run.notes.append(f"{train_dir / 'metrics.jsonl'} not found: no training curve")
+            cfg = train_dir / "config.yaml"
+            if cfg.is_file():
+                import yaml
+
+                try:
+                    loaded = yaml.safe_load(cfg.read_text(encoding="utf-8"))
+                    run.train_config = loaded if isinstance(loaded, dict) else None
+                except yaml.YAMLError:
+                    run.notes.append(f"{cfg}: not valid YAML; training seed unknown")
+    run.effective_loss_params = _effective_loss_params(run)
+    return run
+
+
+def _effective_loss_params(run: ScoredRun) -> dict | None:
+    """The loss hyper-parameters the run trained with, defaults included: train_summary.json's
+    `loss_params` when present (the trainer writes them complete), else scoring.json's completed
+    with the registered loss's defaults (a config that omits `alpha` trained with the default)."""
+    given = run.meta.get("loss_params")
+    if run.train_dir is not None and (run.train_dir / "train_summary.json").is_file():
+        try:
+            summary = json.loads((run.train_dir / "train_summary.json").read_text(encoding="utf-8"))
+            if isinstance(summary, dict) and isinstance(summary.get("loss_params"), dict):
+                return summary["loss_params"]
+        except json.JSONDecodeError:
+            run.notes.append(f"{run.train_dir / 'train_summary.json'}: not valid JSON")
+    if not isinstance(given, dict):
+        return None
+    try:
+        from xlpo.losses import get_loss
+
+        return get_loss(run.method).params(**given).model_dump()
+    except Exception:  # an unregistered method or params this version does not know: keep them as given
+        return given
+
+
+def pick_run(runs: Sequence[ScoredRun], key: str, role: str) -> ScoredRun | None:
+    """The run named `key`, else the only run whose method is `key`; None if none; UserError if ambiguous."""
+    for run in runs:
+        if run.name == key:
+            return run
+    matches = [r for r in runs if r.method == key]
+    if len(matches) > 1:
+        raise UserError(f"--{role} {key!r} matches {len(matches)} runs of that method "
+                        f"({', '.join(r.name for r in matches)}): pass one run name")
+    return matches[0] if matches else None
+
+
+def compared_runs(runs: Sequence[ScoredRun], target: ScoredRun | None) -> list[ScoredRun]:
+    """Runs drawn in the method comparisons: all but the alpha-sweep siblings of the target (same
+    method and RRM orientation, another alpha), which appear in the alpha sweep instead."""
+    if target is None:
+        return list(runs)
+    return [r for r in runs if r is target or not (r.method == target.method and r.rrm == target.rrm
+                                                    and r.alpha != target.alpha)]
+
+
+def alpha_sweep(runs: Sequence[ScoredRun], accuracy: Mapping[str, Mapping], method: str | None = None
+                ) -> list[dict[str, Any]]:
+    """Runs whose loss_params have alpha, grouped by (method, rrm), sorted by alpha: final and mean
+    training loss (from metrics.jsonl) and evaluation accuracy ("sum" and "mean", with intervals)."""
+    out = []
+    for run in runs:
+        if run.alpha is None or (method is not None and run.method != method):
+            continue
+        summary = curve_summary(run.curve) if run.curve else {}
+        acc = accuracy[run.name].get(ALL, {})
+        out.append({"name": run.name, "method": run.method, "rrm": run.rrm, "alpha": run.alpha,
+                    "final_loss": summary.get("final_loss"), "mean_loss": summary.get("mean_loss"),
+                    "acc_sum": acc.get("sum"), "acc_mean": acc.get("mean")})
+    return sorted(out, key=lambda e: (e["method"], str(e["rrm"]), e["alpha"]))
