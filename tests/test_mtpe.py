@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from divemt_rows import HEADER, ROWS, write_divemt_fixture
 from typer.testing import CliRunner
 
 from xlpo.data import mtpe
@@ -25,8 +26,6 @@ from xlpo.data.mtpe import (
 )
 from xlpo.errors import UserError
 
-FIXTURES = Path(__file__).parent / "fixtures" / "mtpe"
-FIX_DIVEMT = FIXTURES / "divemt"
 ID_RE = re.compile(r"^mtpe-(divemt|mlqe-pe)-en-(ar|it|nl|tr|uk|vi|de|zh)-[0-9a-f]{12}$")
 
 
@@ -38,10 +37,16 @@ def fix_mlqe(shared_data, tmp_path_factory) -> Path:
     return build_mlqe_subset(shared_data / "mlqe-pe", tmp_path_factory.mktemp("mlqe-pe"))
 
 
-def _fixture_build(mlqe: Path, **kwargs):
+@pytest.fixture(scope="session")
+def fix_divemt(tmp_path_factory) -> Path:
+    """A `divemt/` folder holding the hand-written rows of tests/divemt_rows.py as `warmup.tsv`."""
+    return write_divemt_fixture(tmp_path_factory.mktemp("data") / "divemt")
+
+
+def _fixture_build(mlqe: Path, divemt: Path, **kwargs):
     kwargs.setdefault("directions", "en-it,en-tr,en-de,en-zh")
     kwargs.setdefault("per_split", 2)
-    return build_mtpe(kwargs.pop("directions"), divemt=FIX_DIVEMT, mlqe_pe=mlqe, **kwargs)
+    return build_mtpe(kwargs.pop("directions"), divemt=divemt, mlqe_pe=mlqe, **kwargs)
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -118,8 +123,8 @@ def test_join_cjk_segments_rules():
 # Construction on the fixtures
 
 
-def test_fixture_counts_drops_and_shortfalls(fix_mlqe):
-    build = _fixture_build(fix_mlqe)
+def test_fixture_counts_drops_and_shortfalls(fix_mlqe, fix_divemt):
+    build = _fixture_build(fix_mlqe, fix_divemt)
     m = build.manifest
     assert m["counts"] == {
         "train": {"en-it": 2, "en-tr": 1, "en-de": 2, "en-zh": 2},
@@ -146,8 +151,8 @@ def test_fixture_counts_drops_and_shortfalls(fix_mlqe):
     assert any(line.startswith("en-tr train: 1 of 2 pairs") for line in build.summary_lines())
 
 
-def test_fixture_rows_format_and_fields(fix_mlqe):
-    build = _fixture_build(fix_mlqe)
+def test_fixture_rows_format_and_fields(fix_mlqe, fix_divemt):
+    build = _fixture_build(fix_mlqe, fix_divemt)
     rows = [r for s in SPLITS for r in build.splits[s]]
     for r in rows:
         assert list(r)[:5] == ["id", "prompt", "chosen", "rejected", "lang"]
@@ -177,8 +182,8 @@ def test_fixture_rows_format_and_fields(fix_mlqe):
     assert build.manifest["source_text"]["en-zh"] == {"detokenized": 3, "direct_assessment_tsv": 7}
 
 
-def test_keep_identical_keeps_them_but_never_duplicates(fix_mlqe):
-    build = _fixture_build(fix_mlqe, keep_identical=True, directions="en-it", per_split=10)
+def test_keep_identical_keeps_them_but_never_duplicates(fix_mlqe, fix_divemt):
+    build = _fixture_build(fix_mlqe, fix_divemt, keep_identical=True, directions="en-it", per_split=10)
     m = build.manifest
     assert m["dropped"]["en-it"]["identical_mt_pe"] == 0
     assert m["dropped"]["en-it"]["duplicate_pair"] == 1
@@ -188,9 +193,9 @@ def test_keep_identical_keeps_them_but_never_duplicates(fix_mlqe):
     assert m["config"]["keep_identical"] is True
 
 
-def test_seed_changes_assignment_but_not_the_guarantees(fix_mlqe):
-    a = _fixture_build(fix_mlqe, directions="en-de,en-zh", per_split=1, seed=1)
-    b = _fixture_build(fix_mlqe, directions="en-de,en-zh", per_split=1, seed=2)
+def test_seed_changes_assignment_but_not_the_guarantees(fix_mlqe, fix_divemt):
+    a = _fixture_build(fix_mlqe, fix_divemt, directions="en-de,en-zh", per_split=1, seed=1)
+    b = _fixture_build(fix_mlqe, fix_divemt, directions="en-de,en-zh", per_split=1, seed=2)
     ids = lambda build: {s: [r["id"] for r in build.splits[s]] for s in SPLITS}  # noqa: E731
     assert ids(a) != ids(b)
     for build in (a, b):
@@ -198,9 +203,9 @@ def test_seed_changes_assignment_but_not_the_guarantees(fix_mlqe):
         assert build.manifest["counts"]["train"] == {"en-de": 1, "en-zh": 1}
 
 
-def test_rerun_is_byte_identical_and_manifest_is_complete(tmp_path, fix_mlqe):
-    _, first = make_mtpe(tmp_path / "a", "en-it,en-tr,en-de,en-zh", divemt=FIX_DIVEMT, mlqe_pe=fix_mlqe, per_split=2)
-    _, second = make_mtpe(tmp_path / "b", "en-it,en-tr,en-de,en-zh", divemt=FIX_DIVEMT, mlqe_pe=fix_mlqe, per_split=2)
+def test_rerun_is_byte_identical_and_manifest_is_complete(tmp_path, fix_mlqe, fix_divemt):
+    _, first = make_mtpe(tmp_path / "a", "en-it,en-tr,en-de,en-zh", divemt=fix_divemt, mlqe_pe=fix_mlqe, per_split=2)
+    _, second = make_mtpe(tmp_path / "b", "en-it,en-tr,en-de,en-zh", divemt=fix_divemt, mlqe_pe=fix_mlqe, per_split=2)
     for name in ("train", "validation", "evaluation", "manifest"):
         assert first[name].read_bytes() == second[name].read_bytes(), name
     manifest = json.loads(first["manifest"].read_text(encoding="utf-8"))
@@ -211,7 +216,7 @@ def test_rerun_is_byte_identical_and_manifest_is_complete(tmp_path, fix_mlqe):
         for d, n in manifest["counts"][split].items():
             assert sum(r["direction"] == d for r in rows) == n
     hashes = {i["file"]: i["sha256"] for i in manifest["inputs"]}
-    assert hashes["warmup.tsv"] == hashlib.sha256((FIX_DIVEMT / "warmup.tsv").read_bytes()).hexdigest()
+    assert hashes["warmup.tsv"] == hashlib.sha256((fix_divemt / "warmup.tsv").read_bytes()).hexdigest()
     pe = "post-editing/train/en-de-train/train.pe"
     assert hashes[pe] == hashlib.sha256((fix_mlqe / pe).read_bytes()).hexdigest()
     assert manifest["config"]["seed"] == 42 and manifest["prompt_template"] == PROMPT_TEMPLATE
@@ -363,14 +368,9 @@ def test_unknown_direction_and_split(fix_mlqe):
 
 
 def _divemt_copy(tmp_path, edit) -> Path:
-    folder = tmp_path / "divemt"
-    folder.mkdir(parents=True)
-    with open(FIX_DIVEMT / "warmup.tsv", encoding="utf-8", newline="") as f:
-        rows = list(csv.reader(f, delimiter="\t"))
+    rows = [list(HEADER), *(list(row) for row in ROWS)]
     edit(rows)
-    with open(folder / "warmup.tsv", "w", encoding="utf-8", newline="") as f:
-        csv.writer(f, delimiter="\t", lineterminator="\n").writerows(rows)
-    return folder
+    return write_divemt_fixture(tmp_path / "divemt", rows)
 
 
 def test_divemt_bad_rows(tmp_path):
@@ -401,7 +401,7 @@ def test_divemt_bad_rows(tmp_path):
     assert _error(directions="en-it", divemt=folder) == f"{folder / 'warmup.tsv'}:1: missing column(s) tgt_text in the header"
 
 
-def test_default_data_location(tmp_path, monkeypatch):
+def test_default_data_location(tmp_path, monkeypatch, fix_divemt):
     monkeypatch.delenv("XLPO_SHARED_DATA", raising=False)
     monkeypatch.chdir(tmp_path)
     message = _error(directions="en-de")
@@ -409,7 +409,7 @@ def test_default_data_location(tmp_path, monkeypatch):
     monkeypatch.setenv("XLPO_SHARED_DATA", str(tmp_path / "data"))
     assert _error(directions="en-it") == (
         f"{tmp_path / 'data' / 'divemt'}: no such directory (divemt data); pass --divemt DIR or --divemt hub")
-    monkeypatch.setenv("XLPO_SHARED_DATA", str(FIXTURES))
+    monkeypatch.setenv("XLPO_SHARED_DATA", str(fix_divemt.parent))
     assert build_mtpe("en-it", per_split=1).manifest["totals"]["train"] >= 1
 
 
@@ -424,9 +424,9 @@ def _cli():
     return app
 
 
-def test_cli_mtpe_writes_and_summarises(tmp_path, fix_mlqe):
+def test_cli_mtpe_writes_and_summarises(tmp_path, fix_mlqe, fix_divemt):
     out = tmp_path / "out"
-    result = CliRunner().invoke(_cli(), ["data", "mtpe", "--out", str(out), "--divemt", str(FIX_DIVEMT),
+    result = CliRunner().invoke(_cli(), ["data", "mtpe", "--out", str(out), "--divemt", str(fix_divemt),
                                          "--mlqe-pe", str(fix_mlqe), "--per-split", "2",
                                          "--directions", "en-it,en-tr,en-de,en-zh"])
     assert result.exit_code == 0, result.output
