@@ -49,7 +49,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from xlpo.icr.prompts import crosslingual_instruction, load_parallel_prompts
-    from xlpo.icr.scoring import ResponseEncoder, naive_prompt_logprobs, shared_prompt_logprobs
+    from xlpo.icr.response_logps import ResponseEncoder, naive_prompt_logprobs, shared_prompt_logprobs
     from xlpo.models import load_tokenizer
 
     tokenizer = load_tokenizer("embedded" if args.model in ("tiny", "embedded") else args.model)

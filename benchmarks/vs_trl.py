@@ -36,7 +36,7 @@ BATCH = 8
 
 def _pairs(n: int) -> list[dict]:
     """Real MTPE pairs (post-edit vs MT), plain strings, ~100 tokens per sequence."""
-    from xlpo.data.mtpe import build_mtpe
+    from xlpo.data.mtpe.build import build_mtpe
 
     build = build_mtpe("en-de,en-zh", per_split=max(n, 8))
     rows = build.splits["train"][:n]

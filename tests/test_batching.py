@@ -8,7 +8,8 @@ import random
 import pytest
 import torch
 
-from xlpo.data.batching import FILLER, PreferenceBatch, collate_mismatched, collate_pairs, pad_sequences, plan_epoch
+from xlpo.data.batching import (FILLER, PreferenceBatch, collate_mismatched, collate_pairs, mismatched_partners,
+                                 pad_sequences, plan_epoch)
 from xlpo.data.tokenize import TokenizedPair
 
 PAD = 2
@@ -331,3 +332,20 @@ def test_mismatched_row_of_a_lone_example_is_still_mismatched():
         assert ids[0, :2].tolist() == list(pairs[i].prompt_ids)
         assert answer != list(pairs[i].chosen_ids)
         assert answer in [list(p.chosen_ids) for p in pairs]
+
+
+def test_global_order_is_the_same_for_every_layout_of_one_global_batch():
+    """KTO's mismatched pairs are defined over the global batch: 1 x 4, 2 x 2, 1 x 2 x accum 2 and
+    2 x 1 x accum 2 (processes x batch x accumulation) must see the same order and partners."""
+    lengths = [3, 9, 4, 4, 7, 1, 8, 2, 5, 6, 2, 3]
+    layouts = [(4, 1, 1), (2, 1, 2), (2, 2, 1), (1, 2, 2), (1, 4, 1)]
+    orders = {}
+    for micro, accum, world in layouts:
+        plans = plan_epoch(lengths, micro, accum, world, seed=5, epoch=0)
+        orders[(micro, accum, world)] = [plan.global_order() for plan in plans]
+    first = orders[layouts[0]]
+    assert all(sorted(step) == sorted(set(step)) and len(step) == 4 for step in first)
+    assert all(o == first for o in orders.values())
+    partners = mismatched_partners(first[0], len(lengths))
+    assert sorted(partners) == sorted(partners.values()) == sorted(first[0])
+    assert all(partners[i] != i for i in first[0])

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from xlpo.icr.config import load_icr_config
-from xlpo.icr.pipeline import IterationDir, run_icr
+from xlpo.icr.pipeline import run_icr
+from xlpo.icr.rundir import IterationDir
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,11 @@ import torch
 
 from xlpo.errors import UserError
 from xlpo.icr.config import load_icr_config
-from xlpo.icr.pipeline import IterationDir, recompute_stats, run_icr
-from xlpo.models import apply_lora, load_model
+from xlpo.icr.pipeline import recompute_stats, run_icr
+from xlpo.icr.rundir import IterationDir
+from xlpo.icr.prompts import crosslingual_instruction, load_parallel_prompts
+from xlpo.icr.response_logps import ResponseEncoder, shared_prompt_logprobs
+from xlpo.models import apply_lora, load_model, load_policy, load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,6 +87,10 @@ def test_one_iteration_writes_every_artifact(finished):
     assert (it.train / "metrics.jsonl").is_file()
     summary = json.loads((it.train / "train_summary.json").read_text())
     assert summary["loss"] == "dpo_nll" and summary["pairs"] == len(pairs)
+    # Algorithm 1: the training reference is the policy the iteration starts from (pi^0 = base + adapter).
+    assert summary["reference_model"] == {"name_or_path": str(config.policy.name_or_path),
+                                          "adapter": str(config.policy.adapter),
+                                          "loaded_as": "a second, frozen adapter on the policy's base weights"}
     stats = json.loads(it.stats.read_text())
     for lang in ("en", "es"):
         entry = stats[lang]
@@ -94,7 +101,8 @@ def test_one_iteration_writes_every_artifact(finished):
     assert stats["_train"]["steps"] == 1
     assert (it.judge / "requests.jsonl").is_file()
     manifest = json.loads(it.manifest.read_text())
-    assert manifest["policy_adapter"].endswith("adapter") and manifest["training_reference"] == manifest["reward_reference"]
+    assert manifest["policy_adapter"].endswith("adapter") and manifest["training_reference"] == manifest["policy"]
+    assert manifest["reward_reference"] == str(config.policy.name_or_path)  # pi_I: the base, adapter disabled
     assert (result.run_dir / "config.yaml").is_file() and (result.run_dir / "versions.json").is_file()
     assert not (it.root / "parts").exists()
     assert result.ran == [f"iter-1/{s}" for s in ("sample", "score", "alpha", "pairs", "train", "stats")]
@@ -155,7 +163,7 @@ def _count_calls(monkeypatch, module, name, fail_at=None):
 def test_killed_mid_stage_resumes_without_redoing_work(tmp_path, tiny_model_dir, policy_adapter, shared_data,
                                                        monkeypatch):
     import xlpo.icr.sample as sample_mod
-    import xlpo.icr.scoring as scoring_mod
+    import xlpo.icr.response_logps as scoring_mod
 
     config = _config(tmp_path / "run", tiny_model_dir, policy_adapter, shared_data)
     it = IterationDir(config_run := Path(config.run_dir), 1)
@@ -189,27 +197,68 @@ def test_killed_mid_stage_resumes_without_redoing_work(tmp_path, tiny_model_dir,
     assert it.stats.is_file() and (config_run / "iter-1" / "train" / "adapter").is_dir()
 
 
-def test_training_reference_previous_is_precomputed_for_the_trainer(finished, tmp_path, tiny_model_dir,
-                                                                     policy_adapter, shared_data):
-    """reference.training=previous: the trainer's reference must be the policy (base + adapter), which
-    the trainer alone cannot give (it disables the adapter); xlpo precomputes it where the trainer looks."""
+@pytest.mark.parametrize("training", ["previous", "initial"])
+def test_training_reference_is_the_starting_policy_or_the_initial_model(finished, tmp_path, tiny_model_dir,
+                                                                        policy_adapter, shared_data, training):
+    """reference.training=previous (Algorithm 1, the default): the DPO reference is the policy training
+    starts from, so the first step has zero margins (loss ln 2 + NLL); initial: the base, pi_I."""
     _, result, _ = finished
     run_dir = tmp_path / "run"
-    for name in ("samples.jsonl", "scores.jsonl", "alpha.json", "pairs"):
-        src = result.run_dir / "iter-1" / name
-        dst = run_dir / "iter-1" / name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(src, dst) if src.is_dir() else shutil.copy(src, dst)
-    config = _config(run_dir, tiny_model_dir, policy_adapter, shared_data, "reference.training=previous")
+    _copy_stages(result.run_dir, run_dir, ["samples.jsonl", "scores.jsonl", "alpha.json", "pairs"])
+    config = _config(run_dir, tiny_model_dir, policy_adapter, shared_data, f"reference.training={training}")
     out = run_icr(config, log=lambda _: None)
     assert out.ran == ["iter-1/train", "iter-1/stats"]
     it = IterationDir(run_dir, 1)
     summary = json.loads((it.train / "train_summary.json").read_text())
-    assert summary["reference"].startswith(f"cache {it.train_reference}")
-    # The cached values are the policy's own log-probs of the pairs (DPO loss ln 2 at the start).
     first = json.loads((it.train / "metrics.jsonl").read_text().splitlines()[0])
-    assert first["rewards/margins"] == pytest.approx(0.0, abs=1e-4)
-    assert json.loads(it.manifest.read_text())["training_reference"].endswith("adapter")
+    manifest = json.loads(it.manifest.read_text())
+    if training == "previous":
+        assert summary["reference_model"]["adapter"] == str(policy_adapter)
+        assert first["rewards/margins"] == pytest.approx(0.0, abs=1e-4)
+        assert manifest["training_reference"].endswith("adapter")
+    else:
+        assert summary["reference_model"] == {"name_or_path": str(tiny_model_dir), "adapter": None,
+                                              "loaded_as": "the policy's base weights with its adapters disabled"}
+        assert abs(first["rewards/margins"]) > 1e-3
+        assert manifest["training_reference"] == str(tiny_model_dir)
+    assert not (it.root / "train-reference").exists()
+
+
+def _reference_logps_of_first_row(run_dir, shared_data, model_dir, adapter):
+    """Recompute the crosslingual log-probs of iteration 2's first scored row under base (+ adapter)."""
+    it = IterationDir(run_dir, 2)
+    row = _jsonl(it.scores)[0]
+    responses = next(s for s in _jsonl(it.samples) if s["id"] == row["id"])["responses"]
+    prompts = load_parallel_prompts(shared_data / "icr" / "ultrafeedback_binarized" / "subset" / "random_1000",
+                                    ["en", "es"], limit=2)
+    prompt = next(p for group in prompts.values() for p in group if p.id == row["id"])
+    tokenizer = load_tokenizer(str(model_dir))
+    encoder = ResponseEncoder(tokenizer)
+    instruction = crosslingual_instruction(prompt.english, prompt.lang)
+    text = encoder.prompt_text(instruction)
+    model = load_policy(str(model_dir), adapter and str(adapter), "float32")
+    got = shared_prompt_logprobs(model, encoder.prompt_ids(text), [encoder.response_ids(instruction, y, text)
+                                                                     for y in responses], tokenizer.pad_token_id)
+    return row["scores"]["crosslingual"]["reference"], got.sums
+
+
+def test_reward_reference_previous_scores_iteration_2_against_pi_0(finished, tmp_path, tiny_model_dir,
+                                                                  policy_adapter, shared_data):
+    """reference.reward=previous (Table 6's alternative): iteration 2 scores pi^1 against pi^0 =
+    base + the initial adapter; iteration 1 (no model before pi^0) against pi_I, as by default."""
+    _, result, _ = finished
+    run_dir = tmp_path / "run"
+    shutil.copytree(result.run_dir / "iter-1", run_dir / "iter-1")
+    config = _config(run_dir, tiny_model_dir, policy_adapter, shared_data, "reference.reward=previous", "iterations=2")
+    out = run_icr(config, log=lambda _: None)
+    assert out.ran == [f"iter-2/{s}" for s in ("sample", "score", "alpha", "pairs", "train", "stats")]
+    manifest = json.loads(IterationDir(run_dir, 2).manifest.read_text())
+    assert manifest["reward_reference"] == f"{tiny_model_dir} + adapter {policy_adapter}"
+    assert manifest["policy_adapter"] == str(run_dir / "iter-1" / "train" / "adapter")
+    recorded, under_pi_0 = _reference_logps_of_first_row(run_dir, shared_data, tiny_model_dir, policy_adapter)
+    assert recorded == pytest.approx(under_pi_0, abs=1e-4)
+    _, under_base = _reference_logps_of_first_row(run_dir, shared_data, tiny_model_dir, None)
+    assert recorded != pytest.approx(under_base, abs=1e-3)
 
 
 def test_sigkill_mid_sampling_then_resume(tmp_path, tiny_model_dir, policy_adapter, shared_data, monkeypatch):
@@ -304,6 +353,11 @@ def test_a_second_iteration_starts_from_the_first_ones_adapter(finished, tmp_pat
     manifest = json.loads(IterationDir(run_dir, 2).manifest.read_text())
     assert manifest["policy_adapter"] == str(run_dir / "iter-1" / "train" / "adapter")
     assert manifest["reward_reference"] == str(tiny_model_dir)  # the initial model, not iteration 1's policy
+    assert manifest["training_reference"] == manifest["policy"]  # pi_ref <- pi^1
+    recorded, under_base = _reference_logps_of_first_row(run_dir, shared_data, tiny_model_dir, None)
+    assert recorded == pytest.approx(under_base, abs=1e-4)
+    summary = json.loads((IterationDir(run_dir, 2).train / "train_summary.json").read_text())
+    assert summary["reference_model"]["adapter"] == str(run_dir / "iter-1" / "train" / "adapter")
     assert sorted(out.stats) == [1, 2]
 
 
@@ -315,3 +369,61 @@ def test_kto_trains_on_best_and_worst(finished, tmp_path, tiny_model_dir, policy
     assert run_icr(config, log=lambda _: None).ran == ["iter-1/train", "iter-1/stats"]
     summary = json.loads((IterationDir(run_dir, 1).train / "train_summary.json").read_text())
     assert summary["loss"] == "kto"
+
+
+def _prompt_dir(path: Path, problem: str) -> Path:
+    path.mkdir()
+    rows = {"en": [("a", "Hello"), ("b", "Bye")], "es": [("a", "Hola"), ("b", "Adiós")]}
+    if problem == "no en.jsonl":
+        del rows["en"]
+    elif problem == "different lengths":
+        rows["es"] = rows["es"][:1]
+    elif problem == "repeated instruction_id":
+        rows = {lang: [(lang_rows[0][0], text) for _, text in lang_rows] for lang, lang_rows in rows.items()}
+    for lang, lang_rows in rows.items():
+        (path / f"{lang}.jsonl").write_text("".join(json.dumps({"instruction_id": i, "instruction": t}) + "\n"
+                                                    for i, t in lang_rows))
+    return path
+
+
+@pytest.mark.parametrize("problem", ["no en.jsonl", "different lengths", "repeated instruction_id", "init.pairs",
+                                     "run_dir is a file"])
+def test_bad_inputs_are_refused_before_the_run_directory_is_written(tmp_path, tiny_model_dir, policy_adapter,
+                                                                    shared_data, problem):
+    run_dir = tmp_path / "run"
+    extra = []
+    if problem in ("init.pairs", "run_dir is a file"):
+        prompts = _prompt_dir(tmp_path / "prompts", "none")
+        if problem == "init.pairs":
+            extra = ["policy.adapter=null", f"init.pairs={tmp_path / 'missing.jsonl'}"]
+        else:
+            run_dir.write_text("not a directory\n")
+    else:
+        prompts = _prompt_dir(tmp_path / "prompts", problem)
+    config = _config(run_dir, tiny_model_dir, policy_adapter, shared_data, f"prompts.dir={prompts}", *extra)
+    with pytest.raises(UserError) as err:
+        run_icr(config, log=lambda _: None)
+    assert "\n" not in str(err.value)
+    if problem == "run_dir is a file":
+        assert str(err.value).startswith("run_dir: ") and run_dir.read_text() == "not a directory\n"
+    else:
+        assert not run_dir.exists()
+
+
+def test_vllm_starts_after_the_hf_models_are_gone(tmp_path, tiny_model_dir, policy_adapter, shared_data, monkeypatch):
+    """vLLM claims a share of the GPU's free memory when it starts: no HF model of ours may hold any."""
+    import weakref
+
+    import xlpo.icr.policies as policies
+
+    config = _config(tmp_path / "run", tiny_model_dir, policy_adapter, shared_data)
+    models = policies.Models(config, policies.PolicySpec(str(tiny_model_dir), str(policy_adapter)),
+                             policies.PolicySpec(str(tiny_model_dir)))
+    with models.reference():
+        pass
+    policy = weakref.ref(models.policy)
+    alive_at_start = []
+    monkeypatch.setattr(policies, "choose_backend", lambda backend: "vllm")
+    monkeypatch.setattr(policies, "make_generator", lambda *a, **k: alive_at_start.append(policy()) or object())
+    models.generator()
+    assert alive_at_start == [None]

@@ -95,7 +95,9 @@ def test_shipped_configs_validate():
 def test_defaults_follow_the_paper():
     cfg = load_icr_config(None, ["policy.adapter=some/adapter"])
     assert (cfg.sampling.n, cfg.sampling.temperature, cfg.sampling.top_p, cfg.iterations) == (10, 0.9, 1.0, 2)
-    assert cfg.reward.select == "crosslingual" and cfg.reward.beta == 0.1 and cfg.reference.training == "initial"
+    assert cfg.reward.select == "crosslingual" and cfg.reward.beta == 0.1
+    # Algorithm 1: pi_ref <- pi^{t-1} for training; Eq. 9 with the fixed pi_I for the reward (Tables 6, 11).
+    assert cfg.reference.training == "previous" and cfg.reference.reward == "initial"
     assert cfg.train["loss"]["name"] == "dpo_nll"
 
 
@@ -106,6 +108,8 @@ def test_defaults_follow_the_paper():
     ([], r"config: policy: the initial policy equals the reference"),
     (["policy.adapter=a", "init.pairs=mtpe"], r"init\.pairs and policy\.adapter are both set"),
     (["policy.adapter=a", "train.model.name_or_path=x"], r"config: train\.model: not settable here"),
+    (["policy.adapter=a", "train.reference.adapter=x"], r"config: train\.reference\.adapter: not settable here"),
+    (["policy.adapter=a", "reference.reward=latest"], r"config: reference\.reward: Input should be"),
     (["policy.adapter=a", "train.loss.name=nope"], r"config: train: loss\.name: unknown loss"),
     (["policy.adapter=a", "train.loss.alpha=3"], r"config: train: loss\.alpha: unknown key for loss dpo_nll"),
     (["policy.adapter=a", "prompts.languages=[en, xx]"], r"unknown language 'xx'"),

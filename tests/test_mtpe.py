@@ -13,17 +13,12 @@ import pytest
 from divemt_rows import HEADER, ROWS, write_divemt_fixture
 from typer.testing import CliRunner
 
-from xlpo.data import mtpe
 from xlpo.data.detok import detokenize, join_cjk_segments, remove_cjk_spaces
-from xlpo.data.mtpe import (
-    PROMPT_TEMPLATE,
-    SPLITS,
-    build_mtpe,
-    divemt_rows_to_triples,
-    make_mtpe,
-    make_prompt,
-    mlqe_pe_rows_to_triples,
-)
+from xlpo.data.mtpe import common as mtpe
+from xlpo.data.mtpe.build import build_mtpe, make_mtpe
+from xlpo.data.mtpe.common import PROMPT_TEMPLATE, SPLITS, make_prompt
+from xlpo.data.mtpe.divemt import divemt_rows_to_triples
+from xlpo.data.mtpe.mlqe_pe import mlqe_da_path, mlqe_pe_paths, mlqe_pe_rows_to_triples
 from xlpo.errors import UserError
 
 ID_RE = re.compile(r"^mtpe-(divemt|mlqe-pe)-en-(ar|it|nl|tr|uk|vi|de|zh)-[0-9a-f]{12}$")
@@ -286,7 +281,7 @@ def test_hub_build_end_to_end_with_a_fake_loader(monkeypatch):
         calls.append((repo, config, split))
         return _fake_divemt_rows() if repo == mtpe.DIVEMT_HUB else _fake_mlqe_rows()
 
-    monkeypatch.setattr(mtpe, "_load_hub", fake_load)
+    monkeypatch.setattr(mtpe, "load_hub_split", fake_load)
     build = build_mtpe("en-it,en-zh", divemt="hub", mlqe_pe="hub", per_split=1)
     assert calls[0] == ("GroNLP/divemt", "main", "train")
     assert ("wmt/wmt20_mlqe_task2", "en-zh", "validation") in calls and len(calls) == 4
@@ -510,8 +505,8 @@ def test_real_detokenizer_reproduces_the_untokenized_mt(shared_data):
     # to CJK, which it removes by design; de up to the TSV's own edits of quotes and slashes).
     root = shared_data / "mlqe-pe"
     for direction, lang, minimum in (("en-zh", "zh", 1000), ("en-de", "de", 991)):
-        da = mtpe.mlqe_da_path(root, direction, "test20")
-        mt = mtpe.mlqe_pe_paths(root, direction, "test20")["mt"].read_text(encoding="utf-8").splitlines()
+        da = mlqe_da_path(root, direction, "test20")
+        mt = mlqe_pe_paths(root, direction, "test20")["mt"].read_text(encoding="utf-8").splitlines()
         with open(da, encoding="utf-8", newline="") as f:
             table = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
         same = sum(detokenize(t, lang) == remove_cjk_spaces(row[2]) if lang == "zh"

@@ -121,7 +121,7 @@ def test_cli_stats_prints_a_table_and_saves_json(tmp_path):
 
 
 def test_stats_on_the_real_training_split(shared_data, tmp_path, tokenizer):
-    from xlpo.data.mtpe import make_mtpe
+    from xlpo.data.mtpe.build import make_mtpe
 
     _, paths = make_mtpe(tmp_path / "mtpe", divemt=shared_data / "divemt", mlqe_pe=shared_data / "mlqe-pe")
     stats = compute_stats(paths["train"], tokenizer)["languages"]

@@ -97,10 +97,12 @@ def test_dpo_starts_at_ln2(tmp_path, tiny_model_dir, lora):
     assert first["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
 
 
-def test_gradient_accumulation_matches_larger_batch(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("loss", ["dpo", "kto"])
+def test_gradient_accumulation_matches_larger_batch(tmp_path, tiny_model_dir, loss):
+    """KTO: its KL estimate is over the whole step's batch, not per micro-batch."""
     runs = {}
     for micro, accum in [(4, 1), (1, 4), (2, 2)]:
-        cfg = _config(tmp_path / f"{micro}x{accum}", tiny_model_dir, "loss.name=dpo", "lora.dropout=0",
+        cfg = _config(tmp_path / f"{micro}x{accum}", tiny_model_dir, f"loss.name={loss}", "lora.dropout=0",
                       f"training.batch_size={micro}", f"training.grad_accum={accum}", "training.warmup_ratio=0")
         result = train(cfg)
         runs[(micro, accum)] = (load_file(str(result.output_dir / "adapter" / "adapter_model.safetensors")),
@@ -110,6 +112,7 @@ def test_gradient_accumulation_matches_larger_batch(tmp_path, tiny_model_dir):
         assert len(metrics) == len(ref_metrics) == 3
         for a, b in zip(metrics, ref_metrics):
             assert a["loss"] == pytest.approx(b["loss"], abs=1e-6), key
+            assert ("kl" in a) == (loss == "kto") and a.get("kl") == pytest.approx(b.get("kl"), abs=1e-6), key
             assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4), key
         for name in ref_weights:
             torch.testing.assert_close(weights[name], ref_weights[name], atol=1e-6, rtol=1e-5)
@@ -239,9 +242,11 @@ def test_skipped_examples_are_reported_by_id(tmp_path, tiny_model_dir):
     assert result.summary["pairs"] == 12 - len(skipped)
 
 
-def test_two_processes_match_one_process(tmp_path, tiny_model_dir):
-    """torchrun with 2 gloo processes x batch 2 equals 1 process x batch 4 (same global batch)."""
-    common = [f"model.name_or_path={tiny_model_dir}", f"data.train={FIXTURE}", "loss.name=dpo", "lora.dropout=0",
+@pytest.mark.parametrize("loss", ["dpo", "kto"])
+def test_two_processes_match_one_process(tmp_path, tiny_model_dir, loss):
+    """torchrun with 2 gloo processes x batch 2 equals 1 process x batch 4 (same global batch); for KTO
+    the KL estimate is gathered across the processes."""
+    common = [f"model.name_or_path={tiny_model_dir}", f"data.train={FIXTURE}", f"loss.name={loss}", "lora.dropout=0",
               "training.progress=false", "training.learning_rate=1e-3", f"reference.cache_dir={tmp_path / 'ref'}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     torchrun = Path(sys.executable).with_name("torchrun")
@@ -258,6 +263,7 @@ def test_two_processes_match_one_process(tmp_path, tiny_model_dir):
     assert json.loads((tmp_path / "two" / "train_summary.json").read_text())["num_processes"] == 2
     for x, y in zip(two_metrics, one_metrics):
         assert x["loss"] == pytest.approx(y["loss"], abs=1e-6)
+        assert ("kl" in x) == (loss == "kto") and x.get("kl") == pytest.approx(y.get("kl"), abs=1e-6)
         assert x["pairs/en"] == y["pairs/en"] if "pairs/en" in y else True
 
 
@@ -280,3 +286,44 @@ def test_saved_adapter_loads_in_transformers_and_merges_exactly(tmp_path, tiny_m
     torch.testing.assert_close(via_transformers, unmerged, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(merged, unmerged, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(base, unmerged, atol=1e-6), "the adapter should change the outputs"
+
+
+@pytest.mark.parametrize("lora,own_accelerator", [(True, True), (False, False)])
+def test_nothing_keeps_the_model_alive_after_train(tmp_path, tiny_model_dir, monkeypatch, lora, own_accelerator):
+    """ICR starts vLLM right after train(): the trained model (and a full fine-tuning reference copy)
+    must be gone by then, also when the caller passed (and keeps) its own Accelerator."""
+    import weakref
+
+    from accelerate import Accelerator
+
+    import xlpo.train.trainer as trainer_module
+
+    loaded = []
+    original = trainer_module.load_model
+
+    def recording(*args, **kwargs):
+        model = original(*args, **kwargs)
+        loaded.append(weakref.ref(model))
+        return model
+
+    monkeypatch.setattr(trainer_module, "load_model", recording)
+    accelerator = None if own_accelerator else Accelerator(cpu=True)
+    train(_config(tmp_path, tiny_model_dir, "loss.name=kto", f"lora.enabled={lora}", "training.max_steps=1"),
+          accelerator=accelerator)
+    assert loaded and all(ref() is None for ref in loaded)
+    if accelerator is not None:
+        assert accelerator._models == [] and accelerator._optimizers == [] and accelerator._custom_objects == []
+
+
+@pytest.mark.parametrize("where", ["output_dir", "parent"])
+def test_an_output_dir_that_is_a_file_is_a_one_line_error_before_anything_is_written(tmp_path, tiny_model_dir,
+                                                                                      where):
+    from xlpo.errors import UserError
+
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file\n")
+    out = blocker if where == "output_dir" else blocker / "run"
+    cfg = _config(tmp_path, tiny_model_dir, "loss.name=dpo", f"training.output_dir={out}")
+    with pytest.raises(UserError, match=r"^training\.output_dir: .*taken.* cannot be a directory"):
+        train(cfg)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # no reference cache, no run files

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from xlpo.errors import UserError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
@@ -54,6 +56,16 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def check_output_dir(path: str | Path, key: str) -> None:
+    """A one-line UserError, before anything is written, when `path` cannot be (or become) a directory
+    because it, or its nearest existing ancestor, is a file."""
+    path = Path(path)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "" if existing == path else f" ({existing} is a file)"
+        raise UserError(f"{key}: {path} cannot be a directory{where}; give a directory path")
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -81,8 +93,6 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[str, Any]]:
     Lines are decoded one at a time so that a bad byte or bad JSON is reported with its line;
     a leading byte-order mark is tolerated. Callers check the shape of each value themselves.
     """
-    from xlpo.errors import UserError
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
@@ -99,6 +109,11 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[str, Any]]:
                 yield where, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise UserError(f"{where}: invalid JSON ({exc.msg})") from None
+
+
+def read_jsonl(path: str | Path) -> list[Any]:
+    """Every value of a JSON Lines file (see `iter_jsonl` for the checks)."""
+    return [value for _, value in iter_jsonl(path)]
 
 
 def read_json(path: str | Path) -> Any:

@@ -1,6 +1,8 @@
 """Preference losses (DPO, IPO, SimPO, DPO+NLL, CAPO, KTO) as pure functions of per-pair sequence log-probs.
 
 A registry maps each name to its function, validated hyper-parameters and needed inputs (no trainer branching).
+Defaults live only in each loss's `Params` model: call a loss through `compute_loss` (or `spec.fn` with
+`spec.params().model_dump()`) to get them.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class SequenceLogps:
-    """Per-pair inputs, all shape (B,), float. Summed log-probs over completion tokens."""
+    """Per-pair inputs, float, shape (B,) (the KL fields: (M,)). Summed log-probs over completion tokens."""
 
     chosen: Tensor  # policy log pi(y_w|x), summed
     rejected: Tensor  # policy log pi(y_l|x), summed
@@ -53,8 +55,10 @@ class SequenceLogps:
     rejected_tokens: Tensor
     ref_chosen: Tensor | None = None  # reference summed log-probs (no grad)
     ref_rejected: Tensor | None = None
-    kl_policy: Tensor | None = None  # KTO only: policy summed log-probs of MISMATCHED (x_i, y_j) pairs (no grad)
-    kl_ref: Tensor | None = None  # KTO only: reference log-probs of the same mismatched pairs
+    # KTO only, shape (M,): policy and reference summed log-probs (no grad) of the MISMATCHED (x_i, y_j)
+    # pairs of the whole step's batch (all processes and accumulation steps), whose mean is the KL estimate.
+    kl_policy: Tensor | None = None
+    kl_ref: Tensor | None = None
 
 
 @dataclass
@@ -174,7 +178,7 @@ class KtoParams(_Params):
 # --------------------------------------------------------------------------- losses
 
 
-def dpo_loss(logps: SequenceLogps, *, beta: float = 0.1, label_smoothing: float = 0.0) -> LossOutput:
+def dpo_loss(logps: SequenceLogps, *, beta: float, label_smoothing: float) -> LossOutput:
     """DPO: -log sigmoid(beta*h), h = (a - a_ref) - (b - b_ref), on summed log-probs.
 
     With label_smoothing eps > 0 (cDPO): -(1-eps)*log sigmoid(beta*h) - eps*log sigmoid(-beta*h).
@@ -188,7 +192,7 @@ def dpo_loss(logps: SequenceLogps, *, beta: float = 0.1, label_smoothing: float 
     return _output(losses, beta * chosen_ratio, beta * rejected_ratio)
 
 
-def ipo_loss(logps: SequenceLogps, *, beta: float = 0.1) -> LossOutput:
+def ipo_loss(logps: SequenceLogps, *, beta: float) -> LossOutput:
     """IPO: (h - 1/(2*beta))**2 with h built from per-token MEAN log-probs.
 
     h = (a - a_ref)/|y_w| - (b - b_ref)/|y_l|. Length averaging follows TRL and the IPO authors'
@@ -203,7 +207,7 @@ def ipo_loss(logps: SequenceLogps, *, beta: float = 0.1) -> LossOutput:
     return _output(losses, beta * chosen_ratio, beta * rejected_ratio)
 
 
-def simpo_loss(logps: SequenceLogps, *, beta: float = 2.0, gamma: float = 0.5) -> LossOutput:
+def simpo_loss(logps: SequenceLogps, *, beta: float, gamma: float) -> LossOutput:
     """SimPO: -log sigmoid(beta*(a/|y_w| - b/|y_l|) - gamma), reference-free, length-averaged.
 
     Rewards are beta * the mean per-token log-prob of each response.
@@ -215,13 +219,13 @@ def simpo_loss(logps: SequenceLogps, *, beta: float = 2.0, gamma: float = 0.5) -
     return _output(losses, chosen_rewards, rejected_rewards)
 
 
-def dpo_nll_loss(logps: SequenceLogps, *, beta: float = 0.1, nll_weight: float = 1.0) -> LossOutput:
+def dpo_nll_loss(logps: SequenceLogps, *, beta: float, nll_weight: float) -> LossOutput:
     """DPO+NLL (ICR's DPONLL, a.k.a. RPO): nll_weight * (-a/|y_w|) + DPO loss.
 
     The NLL of the chosen response is length-normalised; it counters DPO lowering both
     log-probs. Rewards are DPO's; extras["nll"] is the unweighted per-token NLL.
     """
-    dpo = dpo_loss(logps, beta=beta)
+    dpo = dpo_loss(logps, beta=beta, label_smoothing=0.0)
     a, _ = _policy(logps)
     n_w, _ = _lengths(logps)
     nll = -a / n_w
@@ -239,12 +243,7 @@ def _guarded_ratio(numerator: Tensor, denominator: Tensor, eps: float) -> Tensor
 
 
 def capo_loss(
-    logps: SequenceLogps,
-    *,
-    beta: float = 0.1,
-    alpha: float = 2.0,
-    rrm: Literal["paper", "inverse"] = "paper",
-    rrm_eps: float = 1e-3,
+    logps: SequenceLogps, *, beta: float, alpha: float, rrm: Literal["paper", "inverse"], rrm_eps: float
 ) -> LossOutput:
     """CAPO (arXiv 2511.07691, Eq. 4): -log sigmoid(beta*(a - b) + alpha*RRM), reference-free, summed log-probs.
 
@@ -266,17 +265,12 @@ def capo_loss(
     return _output(losses, chosen_rewards, rejected_rewards, rrm=ratio)
 
 
-def kto_loss(
-    logps: SequenceLogps,
-    *,
-    beta: float = 0.1,
-    desirable_weight: float = 1.0,
-    undesirable_weight: float = 1.0,
-) -> LossOutput:
+def kto_loss(logps: SequenceLogps, *, beta: float, desirable_weight: float, undesirable_weight: float) -> LossOutput:
     """KTO on paired data: each pair is one desirable (chosen) and one undesirable (rejected) item.
 
     r = log pi - log pi_ref; z_ref = max(0, mean(kl_policy - kl_ref)) is a detached batch estimate
-    of KL(pi || pi_ref) from mismatched (x_i, y_j) pairs. Desirable loss
+    of KL(pi || pi_ref) from mismatched (x_i, y_j) pairs (the trainer gives those of the whole
+    optimizer step's batch, so z_ref does not depend on how the batch is split). Desirable loss
     lambda_D*(1 - sigmoid(beta*(r_w - z_ref))), undesirable lambda_U*(1 - sigmoid(beta*(z_ref - r_l))).
     The per-pair loss is their average, so the batch mean is the mean over the 2B items.
     """
@@ -350,58 +344,15 @@ def preference_metrics(logps: SequenceLogps, out: LossOutput) -> dict[str, Tenso
     return metrics
 
 
-register_loss(
-    LossSpec(
-        "dpo",
-        dpo_loss,
-        DpoParams,
-        needs_reference=True,
-        description="Direct Preference Optimization (optional cDPO label smoothing).",
-    )
-)
-register_loss(
-    LossSpec(
-        "ipo",
-        ipo_loss,
-        IpoParams,
-        needs_reference=True,
-        description="Identity Preference Optimization, squared loss on length-averaged log-ratios.",
-    )
-)
-register_loss(
-    LossSpec(
-        "simpo",
-        simpo_loss,
-        SimpoParams,
-        needs_reference=False,
-        description="SimPO: reference-free, length-averaged log-prob margin with target margin gamma.",
-    )
-)
-register_loss(
-    LossSpec(
-        "dpo_nll",
-        dpo_nll_loss,
-        DpoNllParams,
-        needs_reference=True,
-        description="DPO plus length-normalised NLL of the chosen response (ICR's DPONLL).",
-    )
-)
-register_loss(
-    LossSpec(
-        "capo",
-        capo_loss,
-        CapoParams,
-        needs_reference=False,
-        description="CAPO: reference-free summed log-prob margin plus a relative reward margin (RRM) term.",
-    )
-)
-register_loss(
-    LossSpec(
-        "kto",
-        kto_loss,
-        KtoParams,
-        needs_reference=True,
-        needs_mismatched=True,
-        description="KTO on paired data split into desirable and undesirable items.",
-    )
-)
+register_loss(LossSpec("dpo", dpo_loss, DpoParams, needs_reference=True,
+                       description="Direct Preference Optimization (optional cDPO label smoothing)."))
+register_loss(LossSpec("ipo", ipo_loss, IpoParams, needs_reference=True,
+                       description="Identity Preference Optimization, squared loss on length-averaged log-ratios."))
+register_loss(LossSpec("simpo", simpo_loss, SimpoParams, needs_reference=False,
+                       description="SimPO: reference-free, length-averaged log-prob margin with target margin gamma."))
+register_loss(LossSpec("dpo_nll", dpo_nll_loss, DpoNllParams, needs_reference=True,
+                       description="DPO plus length-normalised NLL of the chosen response (ICR's DPONLL)."))
+register_loss(LossSpec("capo", capo_loss, CapoParams, needs_reference=False,
+                       description="CAPO: reference-free summed log-prob margin plus a relative reward margin (RRM) term."))
+register_loss(LossSpec("kto", kto_loss, KtoParams, needs_reference=True, needs_mismatched=True,
+                       description="KTO on paired data split into desirable and undesirable items."))

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
+import hashlib
 import importlib.metadata
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from xlpo.errors import UserError
 from xlpo.fileio import atomic_dir
@@ -46,8 +50,6 @@ def embedded_model_dir() -> Path:
     target = cache_root() / "models" / "SmolLM2-135M-Instruct"
     if (target / "config.json").is_file() and (target / "tokenizer_config.json").is_file():
         return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     gguf = _embedded_gguf()
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
@@ -80,8 +82,6 @@ def _hub_kwargs(name_or_path: str) -> dict:
 
 def load_tokenizer(name_or_path: str = EMBEDDED, trust_remote_code: bool = False):
     """A tokenizer with a pad token (the EOS token when the model defines none)."""
-    from transformers import AutoTokenizer
-
     path = resolve_model_path(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **_hub_kwargs(path))
@@ -114,8 +114,6 @@ def load_model(
     attn_implementation: str | None = None,
 ):
     """A causal LM in `dtype` ("auto": bf16 on a capable GPU, fp32 otherwise)."""
-    from transformers import AutoModelForCausalLM
-
     path = resolve_model_path(name_or_path)
     kwargs = dict(dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code, **_hub_kwargs(path))
     if attn_implementation:
@@ -129,20 +127,55 @@ def load_model(
 
 def apply_lora(model, r: int = 16, alpha: int = 32, dropout: float = 0.05, target_modules="all-linear"):
     """Wrap `model` with a fresh PEFT LoRA adapter (all attention and MLP projections by default)."""
-    from peft import LoraConfig, get_peft_model
-
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
                         task_type="CAUSAL_LM", bias="none")
     return get_peft_model(model, config)
 
 
-def load_adapter(model, adapter_path: str, trainable: bool = False):
-    """Attach a saved PEFT adapter to `model`."""
-    from peft import PeftModel
-
+def load_adapter(model, adapter_path: str, trainable: bool = False, name: str = "default"):
+    """Attach a saved PEFT adapter to `model`; on a PEFT model, as a further adapter called `name`."""
     if not Path(adapter_path, "adapter_config.json").is_file():
         raise UserError(f"adapter '{adapter_path}': no adapter_config.json there")
-    return PeftModel.from_pretrained(model, adapter_path, is_trainable=trainable)
+    if is_peft(model):
+        model.load_adapter(adapter_path, adapter_name=name, is_trainable=trainable)
+        return model
+    return PeftModel.from_pretrained(model, adapter_path, adapter_name=name, is_trainable=trainable)
+
+
+def adapter_hash(adapter_path: str) -> str:
+    """Content hash of a saved adapter (its weights and its config, which holds the LoRA scaling)."""
+    weights = Path(adapter_path) / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise UserError(f"adapter '{adapter_path}': no adapter_model.safetensors there")
+    h = hashlib.sha256(weights.read_bytes())
+    h.update(Path(adapter_path, "adapter_config.json").read_bytes())
+    return h.hexdigest()[:16]
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_policy(name_or_path: str = EMBEDDED, adapter: str | None = None, dtype: str = "auto", device=None, *,
+                trainable: bool = False, trust_remote_code: bool = False, attn_implementation: str | None = None):
+    """A model (+ its LoRA adapter) on `device` (default: CUDA when present); frozen in eval mode unless
+    `trainable`, in which case the adapter's weights train further."""
+    model = load_model(name_or_path, dtype, trust_remote_code, attn_implementation)
+    model.to(device or default_device())
+    if adapter:
+        model = load_adapter(model, adapter, trainable=trainable)
+    if not trainable:
+        model.eval()
+        model.requires_grad_(False)
+    return model
+
+
+def release_memory() -> None:
+    """Collect unreachable models now (module graphs hold reference cycles, so they outlive their last
+    reference until the next collection) and hand freed CUDA memory back, e.g. before vLLM starts."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def is_peft(model) -> bool:
@@ -157,23 +190,65 @@ def frozen_copy(model):
     return ref
 
 
-@contextlib.contextmanager
-def reference_mode(model, reference=None) -> Iterator[torch.nn.Module]:
-    """Yield the module that computes reference log-probs, under no_grad.
+def disable_dropout(model) -> None:
+    """Set the model's own dropout to 0 (as TRL does for preference training); LoRA's dropout is kept.
 
-    With a separate `reference` (full fine-tuning) that module; with a PEFT model and no separate
-    reference, the same model with its adapter disabled (no second copy in memory).
+    Dropout lives in `nn.Dropout` modules and in float attributes that attention code passes to its
+    kernel (`attention_dropout`, OPT's `dropout`, `layerdrop`); both are zeroed.
+    """
+    for name, module in model.named_modules():
+        if "lora_" in name:
+            continue
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        for attr, value in list(vars(module).items()):
+            if ("dropout" in attr or attr == "layerdrop") and isinstance(value, float):
+                setattr(module, attr, 0.0)
+
+
+@contextlib.contextmanager
+def eval_mode(model) -> Iterator[torch.nn.Module]:
+    """`model` in eval mode (no dropout) for the block; its training mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def active_adapter(model, name: str) -> Iterator[torch.nn.Module]:
+    """A PEFT model with adapter `name` active for the block; the active adapter and every parameter's
+    requires_grad are restored afterwards (PEFT's set_adapter changes both)."""
+    previous = model.active_adapter
+    grads = {p: p.requires_grad for p in model.parameters()}
+    model.set_adapter(name, inference_mode=True)
+    try:
+        yield model
+    finally:
+        model.set_adapter(previous)
+        for param, flag in grads.items():
+            param.requires_grad_(flag)
+
+
+@contextlib.contextmanager
+def reference_mode(model, reference=None, adapter: str | None = None) -> Iterator[torch.nn.Module]:
+    """Yield the module that computes reference log-probs, in eval mode under no_grad.
+
+    With a separate `reference` model, that model. With a PEFT `model`: its adapter `adapter` (a
+    frozen reference adapter loaded beside the trained one), or with no `adapter`, the model with
+    its adapters disabled; either way no second copy of the base weights is in memory.
     """
     with torch.no_grad():
         if reference is not None:
-            yield reference
-        elif is_peft(model):
-            was_training = model.training
-            model.eval()  # no LoRA dropout on the reference path
-            try:
-                with model.disable_adapter():
-                    yield model
-            finally:
-                model.train(was_training)
-        else:
+            with eval_mode(reference):
+                yield reference
+        elif not is_peft(model):
             raise ValueError("reference_mode needs a PEFT model or an explicit reference model")
+        elif adapter is not None:
+            with eval_mode(model), active_adapter(model, adapter):
+                yield model
+        else:
+            with eval_mode(model), model.disable_adapter():  # eval: no LoRA dropout on the reference path
+                yield model

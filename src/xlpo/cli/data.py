@@ -41,7 +41,8 @@ def mtpe(
                                     help="MLQE-PE files pooled before splitting by source."),
 ) -> None:
     """CAPO's preference pairs from post-editing data: chosen = post-edit, rejected = raw MT."""
-    from xlpo.data.mtpe import DIRECTIONS, SPLITS, make_mtpe
+    from xlpo.data.mtpe.build import make_mtpe  # pulls datasets/pyarrow: not on the path of `xlpo --help`
+    from xlpo.data.mtpe.common import DIRECTIONS, SPLITS
 
     build, paths = make_mtpe(out, directions, divemt=divemt, mlqe_pe=mlqe_pe, per_split=per_split, seed=seed,
                              min_source_chars=min_source_chars, keep_identical=keep_identical,

@@ -27,6 +27,13 @@ class StepPlan:
     micro_batches: list[list[list[int]]]
     real_examples: int
 
+    def global_order(self) -> list[int]:
+        """The step's real examples in the order of its global batch: the same for any number of
+        processes and accumulation steps that give this global batch (micro-batch k of the deal is
+        process k % world, accumulation step k // world)."""
+        world, accum = len(self.micro_batches), len(self.micro_batches[0])
+        return [i for a in range(accum) for p in range(world) for i in self.micro_batches[p][a] if i != FILLER]
+
 
 def plan_epoch(lengths: list[int], micro_batch_size: int, grad_accum: int, world_size: int, seed: int,
                epoch: int, group_by_length: bool = True, mega_batch_factor: int = 16) -> list[StepPlan]:
@@ -182,13 +189,22 @@ def collate_pairs(pairs: list[TokenizedPair], slot_indices: list[int], pad_id: i
                            weights=weights, sequence_tokens=tokens)
 
 
-def collate_mismatched(pairs: list[TokenizedPair], slot_indices: list[int], pad_id: int):
-    """Rows (prompt_i, chosen_{i+1}) for KTO's KL estimate: completions paired with the wrong prompt."""
+def mismatched_partners(order: list[int], n_pairs: int) -> dict[int, int]:
+    """KTO's mismatched pairing over one batch: example `order[j]` gets the completion of `order[j+1]`
+    (wrapping around), so no example is paired with its own answer."""
+    if len(order) == 1 and n_pairs > 1:
+        # A lone real example (e.g. the last partial batch) borrows the next example's answer from the data.
+        return {order[0]: (order[0] + 1) % n_pairs}
+    return {i: order[(j + 1) % len(order)] for j, i in enumerate(order)}
+
+
+def collate_mismatched(pairs: list[TokenizedPair], slot_indices: list[int], pad_id: int,
+                       partners: dict[int, int] | None = None):
+    """Rows (prompt_i, chosen_partner(i)) for KTO's KL estimate, for the real examples among the slots.
+
+    `partners` (see `mismatched_partners`) is defined over the step's global batch by the trainer;
+    by default the slots given are that batch.
+    """
     real = [i for i in slot_indices if i != FILLER] or [0]
-    rows = [pairs[i] for i in real]
-    shifted = rows[1:] + rows[:1]
-    if len(rows) == 1 and len(pairs) > 1:
-        # A lone real example (e.g. the last partial batch) would be paired with its own answer:
-        # borrow the next example's answer from the data instead.
-        shifted = [pairs[(real[0] + 1) % len(pairs)]]
-    return pad_sequences([r.prompt_ids for r in rows], [s.chosen_ids for s in shifted], pad_id)
+    partners = partners or mismatched_partners(real, len(pairs))
+    return pad_sequences([pairs[i].prompt_ids for i in real], [pairs[partners[i]].chosen_ids for i in real], pad_id)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from xlpo.errors import UserError
+from xlpo.fileio import iter_jsonl
 
 Messages = list[dict[str, str]]
 Text = Union[str, Messages]
@@ -70,25 +71,21 @@ def record_from_row(row: Mapping[str, Any], where: str, default_id: str,
                             prompt=prompt, chosen=chosen, rejected=rejected, lang=lang or None)
 
 
-def _read_jsonl(path: Path, columns) -> list[PreferenceRecord]:
-    records = []
-    with open(path, "rb") as f:  # decoded line by line, so a bad byte is reported with its line
-        for lineno, raw in enumerate(f, start=1):
-            where = f"{path}:{lineno}"
-            try:
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")  # tolerate a leading BOM
-            except UnicodeDecodeError as exc:
-                raise UserError(f"{where}: not UTF-8 text (byte {exc.start + 1} of the line)") from None
-            if not line.strip():
-                continue
-            if not records and path.suffix.lower() == ".json" and line.lstrip().startswith("["):
-                return _read_json_array(path, columns)
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{where}: invalid JSON ({exc.msg})") from None
-            records.append(record_from_row(row, where, f"{path.stem}:{lineno}", columns))
-    return records
+def _read_json_lines(path: Path, columns) -> list[PreferenceRecord]:
+    if path.suffix.lower() == ".json" and _starts_with_array(path):
+        return _read_json_array(path, columns)
+    return [record_from_row(row, where, f"{path.stem}:{where.rsplit(':', 1)[1]}", columns)
+            for where, row in iter_jsonl(path)]
+
+
+def _starts_with_array(path: Path) -> bool:
+    """A .json file may hold one array of rows instead of JSON Lines: its first non-blank byte is '['."""
+    with open(path, "rb") as f:
+        for raw in f:
+            text = raw.lstrip(b"\xef\xbb\xbf").strip()
+            if text:
+                return text.startswith(b"[")
+    return False
 
 
 def _read_json_array(path: Path, columns) -> list[PreferenceRecord]:
@@ -131,9 +128,9 @@ def load_preferences(source: str | Path, columns: Mapping[str, str] | None = Non
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix in (".jsonl", ".json"):
-            records = _read_jsonl(path, columns)
+            records = _read_json_lines(path, columns)
         elif suffix == ".parquet":
-            import pyarrow.parquet as pq
+            import pyarrow.parquet as pq  # only for Parquet input
 
             try:
                 rows = pq.read_table(path).to_pylist()
@@ -143,7 +140,7 @@ def load_preferences(source: str | Path, columns: Mapping[str, str] | None = Non
         else:
             raise UserError(f"{path}: unsupported file type '{suffix}'; expected .jsonl, .json or .parquet")
     elif path.is_dir():
-        import datasets
+        import datasets  # seconds to import: only for dataset directories and Hub ids
 
         if (path / "dataset_info.json").is_file() or (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
             data = datasets.load_from_disk(str(path))
@@ -158,7 +155,7 @@ def load_preferences(source: str | Path, columns: Mapping[str, str] | None = Non
                 raise UserError(f"{path}: cannot read as a dataset directory ({str(exc).splitlines()[0]})") from None
         records = _read_rows(data, str(path), path.name, columns)
     elif _looks_like_hub_id(str(source)):
-        import datasets
+        import datasets  # seconds to import: only for dataset directories and Hub ids
 
         try:
             data = datasets.load_dataset(str(source), split=split)

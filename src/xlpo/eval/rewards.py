@@ -8,19 +8,18 @@ bootstrap intervals). A run whose inputs are unchanged is not scored again.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+import yaml
 
 from xlpo.data.records import PreferenceRecord, load_preferences
 from xlpo.data.tokenize import PairTokenizer, fingerprint
 from xlpo.errors import UserError
-from xlpo.eval.scoring import score_pairs
-from xlpo.fileio import read_json, write_json, write_jsonl
-from xlpo.models import load_adapter, load_model, load_tokenizer, reference_mode
+from xlpo.eval.analysis.accuracy import accuracy_table
+from xlpo.eval.pair_logps import score_pairs
+from xlpo.fileio import read_json, read_jsonl, write_json, write_jsonl
+from xlpo.models import adapter_hash, load_policy, load_tokenizer, reference_mode
 from xlpo.versions import library_versions
 
 
@@ -47,15 +46,6 @@ def _text_chars(value) -> int:
     return len(value) if isinstance(value, str) else sum(len(m["content"]) for m in value)
 
 
-def _adapter_hash(adapter: str | None) -> str | None:
-    if not adapter:
-        return None
-    weights = Path(adapter) / "adapter_model.safetensors"
-    if not weights.is_file():
-        raise UserError(f"adapter '{adapter}': no adapter_model.safetensors there")
-    return hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
-
-
 def _train_run_of(adapter: str | None) -> Path | None:
     """The training run directory an adapter came from (its parent holds config.yaml), if any."""
     if not adapter:
@@ -72,7 +62,7 @@ def _reusable_reference(req: ScoringRequest, data_fingerprint: str) -> list[dict
     meta = read_json(run / "scoring.json")
     if meta.get("adapter") or meta.get("model") != req.model or meta.get("data_fingerprint") != data_fingerprint:
         return None
-    return [json.loads(line) for line in (run / "scores.jsonl").read_text(encoding="utf-8").splitlines()]
+    return read_jsonl(run / "scores.jsonl")
 
 
 def score_run(req: ScoringRequest, log=None) -> Path:
@@ -88,8 +78,6 @@ def score_run(req: ScoringRequest, log=None) -> Path:
     train_dir = _train_run_of(req.adapter)
     loss_params, method = None, req.method
     if train_dir is not None:
-        import yaml
-
         loss = yaml.safe_load((train_dir / "config.yaml").read_text())["loss"]
         method = method or loss["name"]
         loss_params = {k: v for k, v in loss.items() if k != "name"}
@@ -98,7 +86,7 @@ def score_run(req: ScoringRequest, log=None) -> Path:
         "name": req.name or (train_dir.name if train_dir else ("base" if not req.adapter else Path(req.adapter).name)),
         "method": method or ("base" if not req.adapter else None),
         "loss_params": loss_params,
-        "model": req.model, "adapter": req.adapter, "adapter_sha": _adapter_hash(req.adapter),
+        "model": req.model, "adapter": req.adapter, "adapter_sha": adapter_hash(req.adapter) if req.adapter else None,
         "reference": "base model (adapter disabled)" if use_reference else None,
         "beta": (loss_params or {}).get("beta"),
         "data": str(req.data), "data_fingerprint": fingerprint(pairs),
@@ -113,24 +101,18 @@ def score_run(req: ScoringRequest, log=None) -> Path:
                 log(f"scores up to date: {out}")
             return out
 
-    model = load_model(req.model, req.dtype, req.trust_remote_code)
-    if torch.cuda.is_available():
-        model.to("cuda")
-    if req.adapter:
-        model = load_adapter(model, req.adapter)
-    rows = score_pairs(model, pairs, tokenizer.pad_token_id, req.batch_size)
+    model = load_policy(req.model, req.adapter, req.dtype, trust_remote_code=req.trust_remote_code)
+    rows = score_pairs(model, pairs, tokenizer.pad_token_id, req.batch_size).rows(pairs)
     if use_reference:
         ref_rows = _reusable_reference(req, meta["data_fingerprint"])
         if ref_rows is None:
             with reference_mode(model) as base:
-                ref_rows = score_pairs(base, pairs, tokenizer.pad_token_id, req.batch_size)
+                ref_rows = score_pairs(base, pairs, tokenizer.pad_token_id, req.batch_size).rows(pairs)
     for i, row in enumerate(rows):
         record = by_id[row["id"]]
         row["chars_chosen"], row["chars_rejected"] = _text_chars(record.chosen), _text_chars(record.rejected)
         row["ref_logp_chosen"] = ref_rows[i]["logp_chosen"] if use_reference else None
         row["ref_logp_rejected"] = ref_rows[i]["logp_rejected"] if use_reference else None
-    from xlpo.eval.analysis import accuracy_table
-
     write_jsonl(out / "scores.jsonl", rows)
     write_json(out / "accuracy.json", accuracy_table(rows, beta=meta["beta"]))
     write_json(out / "versions.json", library_versions())

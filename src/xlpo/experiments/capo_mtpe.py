@@ -112,7 +112,7 @@ def method_train_config(config: ExperimentConfig, method: Method, out: Path):
 
 
 def _data_stage(config: ExperimentConfig, out: Path, log) -> Path:
-    from xlpo.data.mtpe import make_mtpe
+    from xlpo.data.mtpe.build import make_mtpe
 
     data_dir = out / "data"
     plan = config.data

@@ -33,8 +33,9 @@ class PolicySection(_Section):
 
 
 class ReferenceSection(_Section):
-    name_or_path: str | None = Field(None, description="A separate reference checkpoint (the initial model pi_I, e.g. the SFT model of an SFT-DPO policy); default: policy.name_or_path (with policy.adapter disabled).")
-    training: Literal["initial", "previous"] = Field("initial", description="DPO reference when training iteration t: the initial model pi_I (paper's choice, Table 6) or the previous iteration's policy.")
+    name_or_path: str | None = Field(None, description="The initial model pi_I as a separate checkpoint (e.g. the SFT model of an SFT-DPO policy); default: policy.name_or_path (with policy.adapter disabled).")
+    training: Literal["previous", "initial"] = Field("previous", description="Training reference of iteration t: the policy the iteration starts from, pi^{t-1} (Algorithm 1: pi_ref <- pi^{t-1}), or the fixed initial model pi_I.")
+    reward: Literal["initial", "previous"] = Field("initial", description="Reward reference of Eq. 9 in iteration t: the fixed initial model pi_I (the paper's choice, Tables 6 and 11), or the model before the scored one, pi^{t-2} (pi_I when t = 1).")
 
 
 class InitSection(_Section):
@@ -120,7 +121,9 @@ class ICRConfig(_Section):
 
 
 _FIXED_TRAIN_KEYS = {("model",): "set the model under policy", ("data", "train"): "each iteration trains on its own pairs",
-                     ("training", "output_dir"): "each iteration writes under run_dir/iter-<t>/train"}
+                     ("training", "output_dir"): "each iteration writes under run_dir/iter-<t>/train",
+                     ("reference", "name_or_path"): "choose the training reference with reference.training",
+                     ("reference", "adapter"): "choose the training reference with reference.training"}
 
 
 def _format_error(exc: ValidationError) -> str:
@@ -157,9 +160,10 @@ def _with_defaults(defaults: dict, given: dict) -> dict:
 
 
 def iteration_train_config(config: ICRConfig, *, base: str, adapter: str | None, data: str | Path,
-                           output_dir: str | Path, reference_cache: str | Path | None = None,
+                           output_dir: str | Path, reference: tuple[str, str | None] | None = None,
                            extra: dict | None = None, prefix: str = "train: ") -> TrainConfig:
-    """The TrainConfig of one iteration: the `train` section plus this iteration's model, data and output."""
+    """The TrainConfig of one iteration: the `train` section plus this iteration's model, data, output
+    and training reference (base, adapter); None keeps the trainer's default, the starting base weights."""
     extra = extra or {}
     # A loss given for iteration 0 replaces the loss section whole: its hyper-parameters differ.
     raw = _deep_merge({k: v for k, v in config.train.items() if not ("loss" in extra and k == "loss")}, extra)
@@ -168,8 +172,8 @@ def iteration_train_config(config: ICRConfig, *, base: str, adapter: str | None,
                     "attn_implementation": config.policy.attn_implementation}
     raw.setdefault("data", {})["train"] = str(data)
     raw.setdefault("training", {})["output_dir"] = str(output_dir)
-    if reference_cache is not None:
-        raw.setdefault("reference", {}).update(precompute=True, cache_dir=str(reference_cache))
+    if reference is not None:
+        raw.setdefault("reference", {}).update(name_or_path=reference[0], adapter=reference[1])
     return config_from_dict(raw, prefix=prefix)
 
 

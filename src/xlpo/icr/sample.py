@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from xlpo.generation import GenerationSettings
 from xlpo.icr.prompts import ENGLISH, Prompt, translate_prompt
-from xlpo.icr.scoring import ResponseEncoder
+from xlpo.icr.response_logps import ResponseEncoder
 
 
 def chunk_seed(seed: int, iteration: int, lang: str, chunk: int) -> int:

@@ -7,6 +7,7 @@ leaves a half-written checkpoint for `--resume` to pick up.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from xlpo.errors import UserError
@@ -15,9 +16,13 @@ from xlpo.fileio import atomic_dir, read_json, write_json
 STATE_FILE = "xlpo_state.json"
 
 
-def save_trainable_only(accelerator) -> None:
-    """Checkpoints hold only trainable weights: a LoRA checkpoint of an 8B model is megabytes, not
-    16 GB. The frozen weights come from the base model when a run resumes (loaded non-strictly)."""
+def register(accelerator, scheduler) -> Callable[[], None]:
+    """Make checkpoints hold the scheduler too, and only trainable weights; returns the undo.
+
+    Only trainable weights: a LoRA checkpoint of an 8B model is megabytes, not 16 GB. The frozen
+    weights come from the base model when a run resumes (loaded non-strictly). The undo lets the
+    accelerator forget the run, so that it keeps no optimizer (nor, through it, weights) alive.
+    """
 
     def keep_trainable(models, weights, output_dir):
         for model, state in zip(models, weights):
@@ -25,7 +30,15 @@ def save_trainable_only(accelerator) -> None:
             for key in [k for k in state if k not in trainable]:
                 del state[key]
 
-    accelerator.register_save_state_pre_hook(keep_trainable)
+    accelerator.register_for_checkpointing(scheduler)
+    handle = accelerator.register_save_state_pre_hook(keep_trainable)
+
+    def unregister() -> None:
+        handle.remove()
+        # accelerate has no public call to forget a checkpointed object (free_memory keeps them).
+        accelerator._custom_objects[:] = [o for o in accelerator._custom_objects if o is not scheduler]
+
+    return unregister
 
 
 def checkpoint_dir(output_dir: Path, step: int) -> Path:

@@ -25,7 +25,7 @@ class ModelSection(_Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weight dtype; auto = bf16 on a CUDA GPU that supports it, else float32.")
     trust_remote_code: bool = Field(False, description="Allow model code from the Hub repository (off unless you trust it).")
     attn_implementation: str | None = Field(None, description="Attention kernel passed to transformers, e.g. sdpa, flash_attention_2, eager.")
-    adapter: str | None = Field(None, description="Start from this saved LoRA adapter (trained further); the reference stays the base model.")
+    adapter: str | None = Field(None, description="Start from this saved LoRA adapter (trained further); the default reference is the base model without it (see reference.adapter).")
 
 
 class LoraSection(_Section):
@@ -77,6 +77,8 @@ class LossSection(_Section):
 
 
 class ReferenceSection(_Section):
+    name_or_path: str | None = Field(None, description="The reference model of reference-based losses (Hub id, local directory, 'embedded'); default: the starting model's base weights (LoRA: adapters disabled; full fine-tuning: a frozen copy of the initial weights).")
+    adapter: str | None = Field(None, description="A saved LoRA adapter that is part of the reference; on the policy's own base it is loaded beside the trained adapter (one copy of the base in memory). E.g. model.adapter=A reference.adapter=A: the reference is the model training starts from.")
     precompute: bool = Field(True, description="Compute reference log-probs once before training and cache them on disk (reused by later runs on the same model and data).")
     cache_dir: str | None = Field(None, description="Where cached reference log-probs live; default $XLPO_CACHE/reflogps.")
 
@@ -93,7 +95,8 @@ class TrainingSection(_Section):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient norm to this (null: no clipping).")
     optimizer: Literal["auto", "adamw", "paged_adamw_8bit"] = Field("auto", description="auto = paged 8-bit AdamW when CUDA and bitsandbytes are present, else AdamW.")
-    seed: int = Field(42, description="Seed for data order, initialisation and dropout.")
+    seed: int = Field(42, description="Seed for data order, LoRA initialisation and dropout; each is seeded right before it is drawn, so what loading a model draws (e.g. the first conversion of the embedded model) changes nothing.")
+    disable_dropout: bool = Field(True, description="Set the base model's own dropout to 0 for training, as TRL does: with it on, the policy differs from the reference (in eval mode) from step 0 and DPO does not start at ln 2. LoRA's dropout (lora.dropout) is kept.")
     group_by_length: bool = Field(True, description="Batch pairs of similar length together to cut padding.")
     share_prompt: bool = Field(True, description="Compute each pair's prompt once: chosen and rejected share one row through an attention mask (a quarter to a third fewer tokens when prompts are as long as answers). Falls back to a row each where the model's attention cannot take such a mask (e.g. flash-attention). With LoRA dropout, chosen and rejected see one dropout draw on the prompt.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
@@ -114,8 +117,12 @@ class TrainConfig(_Section):
 
     @model_validator(mode="after")
     def _needs(self):
-        if self.loss.name == "kto" and self.training.batch_size < 2:
-            raise ValueError("loss kto needs training.batch_size >= 2 (its KL estimate pairs each prompt with another example's completion)")
+        from xlpo.losses import LOSSES  # imports torch: kept off the path of `xlpo --help`
+
+        spec = LOSSES.get(self.loss.name)  # an unknown name is reported by LossSection.params
+        if spec is not None and spec.needs_mismatched and self.training.batch_size * self.training.grad_accum < 2:
+            raise ValueError(f"loss {self.loss.name} needs training.batch_size x training.grad_accum >= 2 (its KL "
+                             "estimate pairs each prompt with another example's completion in the step's batch)")
         return self
 
 

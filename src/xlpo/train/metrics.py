@@ -1,4 +1,4 @@
-"""Aggregate per-pair metrics over a step, overall and per language, and write them out.
+"""Aggregate per-pair metrics over a step, overall and per language, write them out, show progress.
 
 Losses return per-pair values; this module turns them into the logged means
 (`rewards/accuracies`, `rewards/accuracies/de`, ...) and writes JSONL and, when installed, TensorBoard.
@@ -10,6 +10,9 @@ import json
 from pathlib import Path
 
 import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from xlpo.fileio import write_text
 
 
 class StepMetrics:
@@ -29,6 +32,12 @@ class StepMetrics:
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return torch.cat(self.values, dim=1), torch.cat(self.langs), torch.cat(self.mask)
+
+    def per_pair(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(pairs, metrics) values, language codes and a float mask: pairs along dim 0, so that gathering
+        across processes concatenates pairs."""
+        values, langs, mask = self.tensors()
+        return values.T.contiguous(), langs, mask.float()
 
 
 def summarize(names: list[str], languages: list[str], values: torch.Tensor, langs: torch.Tensor,
@@ -68,8 +77,6 @@ class MetricsWriter:
             return
         kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
                 if line.strip() and json.loads(line).get("step", 0) <= step]
-        from xlpo.fileio import write_text
-
         write_text(self.path, "".join(line + "\n" for line in kept))
 
     def write(self, record: dict) -> None:
@@ -83,3 +90,28 @@ class MetricsWriter:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+class ProgressBar:
+    """A rich progress bar on the main process; a no-op elsewhere."""
+
+    def __init__(self, enabled: bool, total: int, start: int):
+        self.enabled = enabled
+        if enabled:
+            self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                TextColumn("{task.fields[info]}"), transient=False)
+            self.task = self.bar.add_task("train", total=total, completed=start, info="")
+
+    def __enter__(self):
+        if self.enabled:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.bar.__exit__(*exc)
+
+    def advance(self, record: dict) -> None:
+        if self.enabled:
+            info = f"loss {record.get('loss', float('nan')):.4f} acc {record.get('rewards/accuracies', float('nan')):.2f}"
+            self.bar.update(self.task, advance=1, info=info)

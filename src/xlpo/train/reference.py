@@ -1,23 +1,29 @@
-"""Reference log-probs computed once and cached on disk, keyed by base model and exact token ids.
+"""The reference model of a training run: what it is, how the loop reaches it, and its cached log-probs.
 
-The reference of every xlpo run is the base model (LoRA: adapter disabled; full fine-tuning:
-the initial weights), so one cache entry serves DPO, DPO+NLL, IPO and every alpha of a sweep
-on the same data.
+Default: the starting model's base weights (LoRA: the adapters disabled; full fine-tuning: a frozen
+copy of the initial weights). `reference.name_or_path` / `reference.adapter` name another model; an
+adapter on the policy's own base is loaded beside the trained one as a second, frozen PEFT adapter,
+so the base weights are in memory once. Precomputed log-probs are cached on disk under a key made of
+what the reference is (its base weights' fingerprint and its adapter's content hash), the exact token
+ids and the dtype, so one entry serves every run (a whole alpha sweep) with the same reference and data.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from xlpo.data.batching import collate_pairs, prompt_sharing_blocker
-from xlpo.data.tokenize import TokenizedPair
+from xlpo.eval.pair_logps import score_pairs
 from xlpo.fileio import atomic_path
-from xlpo.logprobs import sequence_logprobs
+from xlpo.models import (adapter_hash, cache_root, frozen_copy, is_peft, load_adapter, load_model,
+                         reference_mode)
+
+REFERENCE_ADAPTER = "reference"  # the name of a reference adapter loaded beside the trained one
 
 
 def model_fingerprint(model, name_or_path: str) -> str:
@@ -34,29 +40,85 @@ def cache_key(model_fp: str, data_fp: str, dtype: torch.dtype) -> str:
     return hashlib.sha256(f"{model_fp}|{data_fp}|{dtype}".encode()).hexdigest()[:32]
 
 
-@torch.no_grad()
-def compute_reference_logps(model, pairs: list[TokenizedPair], pad_id: int, batch_size: int, device,
-                            chunk_size: int | None = None, shard: tuple[int, int] = (0, 1),
-                            share_prompt: bool = False) -> torch.Tensor:
-    """(N, 2) summed log-probs of chosen and rejected for this process's shard (others left 0).
+@dataclass
+class Reference:
+    """Where reference log-probs come from while the policy trains.
 
-    With `share_prompt` (and a model whose attention allows it) each pair's prompt is computed once.
+    `separate`: a frozen model of its own (or None); `adapter`: the name of a frozen adapter on the
+    policy (or None: the policy with its adapters disabled); `fingerprint`: what the reference is,
+    for the cache key; `described`: what train_summary.json records.
     """
-    rank, world = shard
-    share_prompt = share_prompt and prompt_sharing_blocker(model, pairs) is None
-    out = torch.zeros(len(pairs), 2, dtype=torch.float32)
-    mine = sorted(range(rank, len(pairs), world), key=lambda i: pairs[i].length)
-    was_training = model.training
-    model.eval()
-    for start in range(0, len(mine), batch_size):
-        idx = mine[start:start + batch_size]
-        batch = collate_pairs(pairs, idx, pad_id, 1.0, share_prompt=share_prompt)
-        logps = sequence_logprobs(model, batch.rows.to(device), chunk_size)
-        sums = logps.sum.float().cpu()
-        out[idx, 0] = sums[:len(idx)]
-        out[idx, 1] = sums[len(idx):]
-    model.train(was_training)
-    return out
+
+    separate: torch.nn.Module | None
+    adapter: str | None
+    fingerprint: str
+    described: dict
+
+    def __call__(self, policy):
+        """Context manager yielding the module that computes reference log-probs (eval mode, no grad)."""
+        return reference_mode(policy, self.separate, self.adapter)
+
+    def release(self, policy) -> None:
+        """Free what only the reference needed (after precomputing, when nothing runs it live)."""
+        if self.adapter is not None:
+            policy.delete_adapter(self.adapter)
+            self.adapter = None
+        self.separate = None
+
+
+def build_reference(config, policy, base_fingerprint: str, live: bool) -> Reference:
+    """The reference `config` asks for, attached to `policy` (already wrapped in LoRA when LoRA trains).
+
+    `base_fingerprint` is that of the policy's starting base weights (taken before LoRA wrapped them);
+    `live`: the loop will run the reference during training, not only once up front.
+    """
+    m, r = config.model, config.reference
+    name, adapter = r.name_or_path or m.name_or_path, r.adapter
+    same_base = name == m.name_or_path
+    fingerprint = base_fingerprint if same_base else None
+    separate, adapter_name = None, None
+    if same_base and adapter is None:
+        loaded_as = "the policy's base weights with its adapters disabled" if is_peft(policy) else \
+            "a frozen copy of the starting weights"
+        if not is_peft(policy):
+            # Full fine-tuning: the policy itself is the reference until its first update.
+            separate = frozen_copy(policy) if live else policy
+    elif same_base and is_peft(policy):
+        load_adapter(policy, adapter, trainable=False, name=REFERENCE_ADAPTER)
+        adapter_name, loaded_as = REFERENCE_ADAPTER, "a second, frozen adapter on the policy's base weights"
+    else:
+        base = frozen_copy(policy) if same_base else load_model(name, m.dtype, m.trust_remote_code,
+                                                                m.attn_implementation)
+        fingerprint = fingerprint or model_fingerprint(base, name)
+        separate = load_adapter(base, adapter) if adapter else base
+        separate.requires_grad_(False)
+        separate.to(next(policy.parameters()).device)
+        loaded_as = "a separate frozen model"
+    if adapter:
+        fingerprint += "+adapter:" + adapter_hash(adapter)
+    return Reference(separate, adapter_name, fingerprint,
+                     {"name_or_path": name, "adapter": adapter, "loaded_as": loaded_as})
+
+
+def precomputed_logps(reference: Reference, policy, config, pairs, data_fp: str, pad_id: int, accelerator,
+                      share_prompt: bool) -> tuple[torch.Tensor, str]:
+    """(N, 2) reference log-probs of chosen and rejected, from the cache or computed (each process a
+    shard, summed across processes) and cached; and a line saying which."""
+    acc = accelerator
+    cache_dir = Path(config.reference.cache_dir or cache_root() / "reflogps")
+    key = cache_key(reference.fingerprint, data_fp, next(policy.parameters()).dtype)
+    cached = load_cached(cache_dir, key, len(pairs))
+    if cached is not None:
+        return cached, f"cache {cache_dir / key}.safetensors"
+    with reference(policy) as module:
+        values = score_pairs(module, pairs, pad_id, max(2, 2 * config.training.batch_size),
+                             config.training.logit_chunk_size, share_prompt,
+                             only=range(acc.process_index, len(pairs), acc.num_processes)).stacked()
+    values = acc.reduce(values.to(acc.device), reduction="sum").cpu()
+    if acc.is_main_process:
+        save_cached(cache_dir, key, values, {"reference": json.dumps(reference.described), "data": data_fp})
+    acc.wait_for_everyone()
+    return values, f"computed, saved to {cache_dir / key}.safetensors"
 
 
 def load_cached(cache_dir: Path, key: str, n: int) -> torch.Tensor | None:

@@ -15,20 +15,24 @@ from pathlib import Path
 
 import torch
 import yaml
+from accelerate import Accelerator
+from accelerate.utils import gather_object, set_seed
+from transformers import get_scheduler
 
-from xlpo.data.batching import collate_mismatched, collate_pairs, plan_epoch, prompt_sharing_blocker
+from xlpo.data.batching import (FILLER, collate_mismatched, collate_pairs, mismatched_partners, plan_epoch,
+                                 prompt_sharing_blocker)
 from xlpo.data.records import load_preferences
 from xlpo.data.tokenize import PairTokenizer, TokenizedPair, fingerprint
 from xlpo.errors import TrainingError, UserError
-from xlpo.fileio import atomic_dir, write_json, write_jsonl, write_text
+from xlpo.fileio import atomic_dir, check_output_dir, write_json, write_jsonl, write_text
 from xlpo.logprobs import completion_logprobs, sequence_logprobs
 from xlpo.losses import SequenceLogps, get_loss, preference_metrics
-from xlpo.models import (apply_lora, cache_root, frozen_copy, is_peft, load_adapter, load_model,
-                         load_tokenizer, reference_mode)
+from xlpo.models import (apply_lora, disable_dropout, is_peft, load_adapter, load_model, load_tokenizer,
+                         release_memory)
 from xlpo.train import checkpoint as ckpt
-from xlpo.train import reference as ref_cache
+from xlpo.train.reference import build_reference, model_fingerprint, precomputed_logps
 from xlpo.train.config import TrainConfig
-from xlpo.train.metrics import MetricsWriter, StepMetrics, summarize
+from xlpo.train.metrics import MetricsWriter, ProgressBar, StepMetrics, summarize
 from xlpo.versions import library_versions
 
 
@@ -41,8 +45,6 @@ class TrainResult:
 
 
 def _make_accelerator():
-    from accelerate import Accelerator
-
     # Accumulation is done by the loop itself (see `_train_step`), so Accelerate must not rescale.
     # Without CUDA, cpu=True lets `torchrun --nproc_per_node N` form a gloo process group.
     return Accelerator(gradient_accumulation_steps=1, cpu=not torch.cuda.is_available())
@@ -65,8 +67,6 @@ def _optimizer(config: TrainConfig, params, device_type: str):
 
 
 def _scheduler(config: TrainConfig, optimizer, total_steps: int):
-    from transformers import get_scheduler
-
     name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[config.training.lr_scheduler]
     warmup = math.ceil(config.training.warmup_ratio * total_steps)
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
@@ -101,9 +101,9 @@ class Trainer:
     # -- setup ------------------------------------------------------------------------------
     def setup(self) -> None:
         cfg, acc = self.config, self.acc
-        from accelerate.utils import set_seed
-
-        set_seed(cfg.training.seed)
+        check_output_dir(self.out, "training.output_dir")
+        if self.spec.needs_reference and cfg.reference.precompute and cfg.reference.cache_dir:
+            check_output_dir(cfg.reference.cache_dir, "reference.cache_dir")
         self.tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
         self.pad_id = self.tokenizer.pad_token_id
         self.pairs, self.data_summary, self.skipped = prepare_pairs(cfg, self.tokenizer)
@@ -112,18 +112,13 @@ class Trainer:
         model = load_model(cfg.model.name_or_path, cfg.model.dtype, cfg.model.trust_remote_code,
                            cfg.model.attn_implementation)
         model.to(acc.device)
+        if cfg.training.disable_dropout:
+            disable_dropout(model)
         self._choose_layout(model)
-        self.reference_logps = None
-        if self.spec.needs_reference and cfg.reference.precompute:
-            self.reference_logps = self._precomputed_reference(model)
-        if cfg.model.adapter:
-            model = load_adapter(model, cfg.model.adapter, trainable=True)
-        elif cfg.lora.enabled:
-            model = apply_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
-        self.reference = None
-        needs_live_reference = self.spec.needs_reference and (self.reference_logps is None or self.spec.needs_mismatched)
-        if needs_live_reference and not is_peft(model):
-            self.reference = frozen_copy(model)  # full fine-tuning: the initial weights, kept in memory
+        precompute = self.spec.needs_reference and cfg.reference.precompute
+        base_fp = model_fingerprint(model, cfg.model.name_or_path) if self.spec.needs_reference else ""
+        model = self._trainable(model)
+        self._attach_reference(model, base_fp, precompute)
         if cfg.training.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if is_peft(model):
@@ -136,8 +131,32 @@ class Trainer:
         self.total_steps = t.max_steps or self.steps_per_epoch * t.epochs
         self.scheduler = _scheduler(cfg, optimizer, self.total_steps)
         self.model, self.optimizer = acc.prepare(model, optimizer)
-        acc.register_for_checkpointing(self.scheduler)
-        ckpt.save_trainable_only(acc)
+        self._unregister = ckpt.register(acc, self.scheduler)
+
+    def _trainable(self, model):
+        """The model with what trains: the starting adapter, a fresh LoRA adapter, or all weights."""
+        cfg = self.config
+        if cfg.model.adapter:
+            return load_adapter(model, cfg.model.adapter, trainable=True)
+        if cfg.lora.enabled:
+            set_seed(cfg.training.seed)  # right before the draw: loading a model may have used the RNG
+            return apply_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
+        return model
+
+    def _attach_reference(self, model, base_fp: str, precompute: bool) -> None:
+        """Load the reference; precompute its log-probs when asked, then keep it only if a step needs it."""
+        self.reference, self.reference_logps, self.reference_source = None, None, "none"
+        if not self.spec.needs_reference:
+            return
+        live = not precompute or self.spec.needs_mismatched  # KTO's mismatched pairs are scored live
+        self.reference = build_reference(self.config, model, base_fp, live)
+        self.reference_source = "live"
+        if precompute:
+            self.reference_logps, self.reference_source = precomputed_logps(
+                self.reference, model, self.config, self.pairs, self.data_fp, self.pad_id, self.acc,
+                self.share_prompt)
+        if not live:
+            self.reference.release(model)
 
     def _choose_layout(self, model) -> None:
         """Share each pair's prompt in one row when asked for and the model's attention allows it."""
@@ -152,44 +171,37 @@ class Trainer:
         return plan_epoch([p.length for p in self.pairs], t.batch_size, t.grad_accum, self.acc.num_processes,
                           t.seed, epoch, t.group_by_length)
 
-    def _precomputed_reference(self, base_model) -> torch.Tensor:
-        cfg, acc = self.config, self.acc
-        cache_dir = Path(cfg.reference.cache_dir or cache_root() / "reflogps")
-        key = ref_cache.cache_key(ref_cache.model_fingerprint(base_model, cfg.model.name_or_path), self.data_fp,
-                                  base_model.dtype)
-        cached = ref_cache.load_cached(cache_dir, key, len(self.pairs))
-        if cached is not None:
-            self.reference_source = f"cache {cache_dir / key}.safetensors"
-            return cached
-        values = ref_cache.compute_reference_logps(
-            base_model, self.pairs, self.pad_id, max(2, 2 * cfg.training.batch_size), acc.device,
-            cfg.training.logit_chunk_size, shard=(acc.process_index, acc.num_processes), share_prompt=self.share_prompt)
-        values = acc.reduce(values.to(acc.device), reduction="sum").cpu()
-        if acc.is_main_process:
-            ref_cache.save_cached(cache_dir, key, values, {"model": cfg.model.name_or_path, "data": self.data_fp})
-        acc.wait_for_everyone()
-        self.reference_source = f"computed, saved to {cache_dir / key}.safetensors"
-        return values
-
     # -- one step ---------------------------------------------------------------------------
     def _reference_for(self, batch, size: int):
         if self.reference_logps is not None:
             values = self.reference_logps[batch.indices.cpu()].to(self.acc.device)
             return values[:, 0], values[:, 1]
-        with reference_mode(self.acc.unwrap_model(self.model), self.reference) as ref_model:
+        with self.reference(self.acc.unwrap_model(self.model)) as ref_model:
             logps = sequence_logprobs(ref_model, batch.rows, self.config.training.logit_chunk_size)
         return logps.sum[:size], logps.sum[size:]
 
-    def _mismatched(self, slots):
-        """KTO's KL inputs: policy and reference log-probs of (prompt_i, completion_{i+1}), without grad."""
-        ids, attention, completion = (t.to(self.acc.device) for t in collate_mismatched(self.pairs, slots, self.pad_id))
-        chunk = self.config.training.logit_chunk_size
-        unwrapped = self.acc.unwrap_model(self.model)
-        with torch.no_grad():
-            policy = completion_logprobs(unwrapped, ids, attention, completion, chunk).sum
-        with reference_mode(unwrapped, self.reference) as ref_model:
-            ref = completion_logprobs(ref_model, ids, attention, completion, chunk).sum
-        return policy, ref
+    def _mismatched(self, plan) -> tuple[torch.Tensor, torch.Tensor]:
+        """KTO's KL inputs for the whole step: policy and reference log-probs (no grad) of every
+        mismatched pair (prompt_i, chosen of i's partner) of the global batch, whichever process and
+        accumulation step holds example i, so the batch estimate is the same for any layout."""
+        acc, chunk = self.acc, self.config.training.logit_chunk_size
+        order = plan.global_order()
+        position = {i: j for j, i in enumerate(order)}
+        partners = mismatched_partners(order, len(self.pairs))
+        mine = [i for slots in plan.micro_batches[acc.process_index] for i in slots if i != FILLER]
+        values = torch.zeros(len(order), 2, device=acc.device)
+        unwrapped = acc.unwrap_model(self.model)
+        for start in range(0, len(mine), self.config.training.batch_size):
+            idx = mine[start:start + self.config.training.batch_size]
+            ids, attention, completion = (t.to(acc.device) for t in collate_mismatched(self.pairs, idx, self.pad_id,
+                                                                                        partners))
+            rows = torch.tensor([position[i] for i in idx], device=acc.device)
+            with torch.no_grad():
+                values[rows, 0] = completion_logprobs(unwrapped, ids, attention, completion, chunk).sum.float()
+            with self.reference(unwrapped) as ref_model:
+                values[rows, 1] = completion_logprobs(ref_model, ids, attention, completion, chunk).sum.float()
+        values = acc.reduce(values, reduction="sum") if acc.num_processes > 1 else values
+        return values[:, 0], values[:, 1]
 
     def _train_step(self, plan) -> tuple[dict, int]:
         acc, cfg = self.acc, self.config
@@ -197,6 +209,7 @@ class Trainer:
         weight = acc.num_processes / plan.real_examples  # DDP averages over processes: this gives the global mean
         metrics = None
         tokens = 0
+        kl_policy, kl_ref = self._mismatched(plan) if self.spec.needs_mismatched else (None, None)
         for a, slots in enumerate(my_batches):
             batch = collate_pairs(self.pairs, slots, self.pad_id, weight, share_prompt=self.share_prompt).to(acc.device)
             size = batch.size
@@ -204,11 +217,9 @@ class Trainer:
             sync = contextlib.nullcontext() if last else acc.no_sync(self.model)
             with sync:
                 policy = sequence_logprobs(self.model, batch.rows, cfg.training.logit_chunk_size)
-                ref_chosen = ref_rejected = kl_policy = kl_ref = None
+                ref_chosen = ref_rejected = None
                 if self.spec.needs_reference:
                     ref_chosen, ref_rejected = self._reference_for(batch, size)
-                if self.spec.needs_mismatched:
-                    kl_policy, kl_ref = self._mismatched(slots)
                 logps = SequenceLogps(chosen=policy.sum[:size], rejected=policy.sum[size:],
                                       chosen_tokens=policy.tokens[:size], rejected_tokens=policy.tokens[size:],
                                       ref_chosen=ref_chosen, ref_rejected=ref_rejected, kl_policy=kl_policy, kl_ref=kl_ref)
@@ -227,8 +238,6 @@ class Trainer:
         count = self.acc.reduce(bad.sum().to(self.acc.device), reduction="sum")
         if int(count) == 0:
             return
-        from accelerate.utils import gather_object
-
         ids = gather_object([batch.ids[i] for i in torch.nonzero(bad).flatten().tolist()])
         raise TrainingError(f"non-finite loss at step {self.step + 1} for example id(s): {', '.join(map(str, ids))}; "
                             "stopped before updating the weights")
@@ -243,6 +252,7 @@ class Trainer:
     def run(self, resume: bool = False) -> TrainResult:
         self.setup()
         acc, cfg = self.acc, self.config
+        set_seed(cfg.training.seed)  # the dropout stream starts here (a resumed run restores its own)
         start = 0
         if acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -260,7 +270,7 @@ class Trainer:
         if writer is not None:
             writer.truncate_after(start)
         self._write_run_files()
-        progress = _progress(acc.is_main_process and cfg.training.progress, self.total_steps, start)
+        progress = ProgressBar(acc.is_main_process and cfg.training.progress, self.total_steps, start)
         last_metrics: dict = {}
         started = time.perf_counter()
         plans_epoch, plans = -1, []
@@ -277,7 +287,7 @@ class Trainer:
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 per_pair, langs, mask = (acc.gather(t.to(acc.device)).cpu() if acc.num_processes > 1 else t
-                                         for t in _flat(step_metrics))
+                                         for t in step_metrics.per_pair())
                 values = per_pair.T
                 tokens = int(acc.reduce(torch.tensor(tokens, device=acc.device), reduction="sum"))
                 seconds = time.perf_counter() - tic  # one reading for both, so tokens = rate x seconds
@@ -298,6 +308,14 @@ class Trainer:
         if self.owns_accelerator and self.acc.num_processes > 1:
             self.acc.end_training()  # tears the process group down cleanly
         return TrainResult(self.out, self.total_steps, last_metrics, summary)
+
+    def release(self) -> None:
+        """Drop every reference to the model, its reference and the optimizer (the accelerator's too),
+        and free their memory: whoever runs next (ICR's vLLM sampling) gets it back."""
+        self._unregister()
+        self.acc.free_memory()
+        self.model = self.optimizer = self.scheduler = self.reference = self.reference_logps = self.trainable = None
+        release_memory()
 
     def _clip(self) -> float:
         max_norm = self.config.training.max_grad_norm
@@ -320,15 +338,18 @@ class Trainer:
             "loss": self.config.loss.name, "loss_params": self.loss_params, "steps": self.total_steps,
             "resumed_from_step": start, "pairs": len(self.pairs), "languages": self.languages,
             "data": self.data_summary, "data_fingerprint": self.data_fp,
-            "reference": getattr(self, "reference_source", "live" if self.spec.needs_reference else "none"),
+            "reference": self.reference_source,
+            "reference_model": self.reference.described if self.reference is not None else None,
             "layout": self.layout,
             "num_processes": acc.num_processes, "seconds": round(seconds, 2), "final_metrics": last_metrics,
         }
         if acc.is_main_process:
             model = acc.unwrap_model(self.model)
             name = "adapter" if is_peft(model) else "model"
+            # Only the trained adapter: a reference adapter loaded beside it is not part of the result.
+            only_trained = {"selected_adapters": ["default"]} if is_peft(model) else {}
             with atomic_dir(self.out / name) as tmp:
-                model.save_pretrained(tmp, safe_serialization=True)
+                model.save_pretrained(tmp, safe_serialization=True, **only_trained)
                 self.tokenizer.save_pretrained(tmp)
             summary["saved"] = str(self.out / name)
             write_json(self.out / "train_summary.json", summary)
@@ -336,39 +357,12 @@ class Trainer:
         return summary
 
 
-def _flat(step_metrics: StepMetrics):
-    values, langs, mask = step_metrics.tensors()
-    # Pairs along dim 0, so that gathering across processes concatenates pairs.
-    return values.T.contiguous(), langs, mask.float()
-
-
-class _progress:
-    """A rich progress bar on the main process; a no-op elsewhere."""
-
-    def __init__(self, enabled: bool, total: int, start: int):
-        self.enabled = enabled
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                TextColumn("{task.fields[info]}"), transient=False)
-            self.task = self.bar.add_task("train", total=total, completed=start, info="")
-
-    def __enter__(self):
-        if self.enabled:
-            self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.bar.__exit__(*exc)
-
-    def advance(self, record: dict) -> None:
-        if self.enabled:
-            info = f"loss {record.get('loss', float('nan')):.4f} acc {record.get('rewards/accuracies', float('nan')):.2f}"
-            self.bar.update(self.task, advance=1, info=info)
-
-
 def train(config: TrainConfig, resume: bool = False, accelerator=None) -> TrainResult:
-    """Train with `config`; with `resume`, continue from the latest checkpoint in its output_dir."""
-    return Trainer(config, accelerator).run(resume=resume)
+    """Train with `config`; with `resume`, continue from the latest checkpoint in its output_dir.
+
+    When it returns, nothing holds the trained model in memory any more (the result is on disk).
+    """
+    trainer = Trainer(config, accelerator)
+    result = trainer.run(resume=resume)
+    trainer.release()
+    return result

@@ -9,6 +9,7 @@ files and manifest.json, and `make_mtpe` does both.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xlpo import __version__
 from xlpo.data.mtpe.common import (
     DEFAULT_MIN_SOURCE_CHARS,
     DEFAULT_PER_SPLIT,
@@ -31,9 +33,9 @@ from xlpo.data.mtpe.common import (
     SRC_LANG,
     Loaded,
     Triple,
-    _parse_mlqe_splits,
-    _per_split,
-    _sha1,
+    parse_mlqe_splits,
+    split_sizes,
+    sha1_hex,
     parse_directions,
     resolve_source,
     source_key,
@@ -69,7 +71,7 @@ def filter_triples(triples: Iterable[Triple], min_source_chars: int = DEFAULT_MI
 
 
 def _rank(seed: int, key: str) -> str:
-    return _sha1(f"{seed}\x1f{key}")
+    return sha1_hex(f"{seed}\x1f{key}")
 
 
 def assign_splits(pairs: Iterable[Triple], directions: Iterable[str], per_split: Mapping[str, int],
@@ -139,8 +141,6 @@ class MtpeBuild:
 
 
 def _detokenizer_info(directions: Iterable[str]) -> dict[str, str]:
-    import importlib.metadata
-
     try:
         version = importlib.metadata.version("sacremoses")
     except importlib.metadata.PackageNotFoundError:  # pragma: no cover
@@ -169,8 +169,8 @@ def build_mtpe(directions: str | Iterable[str] | None = None, *, divemt: str | P
     Hugging Face Hub, or None for $XLPO_SHARED_DATA/<name> or ../shared/data/<name>.
     """
     directions = parse_directions(directions)
-    sizes = _per_split(per_split)
-    splits_used = _parse_mlqe_splits(mlqe_splits)
+    sizes = split_sizes(per_split)
+    splits_used = parse_mlqe_splits(mlqe_splits)
     if divemt_config not in DIVEMT_CONFIGS:
         raise UserError(f"unknown DivEMT config '{divemt_config}': expected one of {', '.join(DIVEMT_CONFIGS)}")
     datasets_needed = [ds for ds in (DIVEMT, MLQE_PE) if any(DIRECTIONS[d] == ds for d in directions)]
@@ -209,7 +209,7 @@ def build_mtpe(directions: str | Iterable[str] | None = None, *, divemt: str | P
     ]
     manifest = {
         "kind": "xlpo-mtpe-preferences",
-        "xlpo_version": _xlpo_version(),
+        "xlpo_version": __version__,
         "config": config,
         "prompt_template": PROMPT_TEMPLATE,
         "detokenizers": _detokenizer_info(directions),
@@ -228,12 +228,6 @@ def build_mtpe(directions: str | Iterable[str] | None = None, *, divemt: str | P
     }
     rows = {s: [t.to_row() for d in directions for t in assigned[s][d]] for s in SPLITS}
     return MtpeBuild(splits=rows, manifest=manifest)
-
-
-def _xlpo_version() -> str:
-    from xlpo import __version__
-
-    return __version__
 
 
 def _jsonl_text(rows: Iterable[dict[str, Any]]) -> str:

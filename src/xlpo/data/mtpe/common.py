@@ -3,7 +3,7 @@
 The constants (languages, directions, dataset names and Hub ids, splits, defaults, the prompt
 template and the drop reasons), `make_prompt`, source identity (`source_key` / `source_id`), the
 `Triple` and `Loaded` records the readers produce, the parsing of directions, split sizes and
-data locations, the low-level file readers whose errors name the file and line, and `_load_hub`
+data locations, the low-level file readers whose errors name the file and line, and `load_hub_split`
 (one split of a Hub dataset). Imports nothing from the rest of `xlpo.data.mtpe`.
 """
 
@@ -58,7 +58,7 @@ def make_prompt(source: str, tgt_lang: str, src_lang: str = SRC_LANG) -> str:
                                   src_sent=source)
 
 
-def _sha1(text: str) -> str:
+def sha1_hex(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
@@ -68,7 +68,7 @@ def source_key(source: str) -> str:
 
 
 def source_id(source: str) -> str:
-    return "src-" + _sha1(source_key(source))[:12]
+    return "src-" + sha1_hex(source_key(source))[:12]
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ class Triple:
 
     @property
     def id(self) -> str:
-        digest = _sha1(f"{self.source}\x1f{self.mt}\x1f{self.pe}")[:12]
+        digest = sha1_hex(f"{self.source}\x1f{self.mt}\x1f{self.pe}")[:12]
         return f"mtpe-{self.dataset}-{self.direction}-{digest}"
 
     def to_row(self) -> dict[str, Any]:
@@ -142,7 +142,7 @@ def parse_directions(directions: str | Iterable[str] | None) -> list[str]:
     return [d for d in DIRECTIONS if d in out]
 
 
-def _parse_mlqe_splits(splits: str | Iterable[str]) -> list[str]:
+def parse_mlqe_splits(splits: str | Iterable[str]) -> list[str]:
     items = splits.split(",") if isinstance(splits, str) else list(splits)
     out = [s.strip() for s in items if s.strip()]
     for s in out:
@@ -153,7 +153,7 @@ def _parse_mlqe_splits(splits: str | Iterable[str]) -> list[str]:
     return [s for s in MLQE_SPLITS if s in out]
 
 
-def _per_split(per_split: int | Mapping[str, int]) -> dict[str, int]:
+def split_sizes(per_split: int | Mapping[str, int]) -> dict[str, int]:
     if isinstance(per_split, Mapping):
         unknown = set(per_split) - set(SPLITS)
         if unknown:
@@ -205,7 +205,7 @@ def resolve_source(spec: str | Path | None, dataset: str) -> tuple[str, str | Pa
 # Reading files: every problem names the file and line
 
 
-def _read_bytes(path: Path, what: str) -> bytes:
+def read_bytes(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
@@ -214,7 +214,7 @@ def _read_bytes(path: Path, what: str) -> bytes:
         raise UserError(f"{path}: is a directory, expected a file ({what})") from None
 
 
-def _decode(path: Path, data: bytes) -> str:
+def decode_text(path: Path, data: bytes) -> str:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -225,24 +225,24 @@ def _decode(path: Path, data: bytes) -> str:
     return text[1:] if text.startswith("\ufeff") else text
 
 
-def _split_lines(text: str) -> list[str]:
+def split_lines(text: str) -> list[str]:
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
-def _fingerprint(dataset: str, root: Path, path: Path, data: bytes) -> dict[str, Any]:
+def file_fingerprint(dataset: str, root: Path, path: Path, data: bytes) -> dict[str, Any]:
     return {"dataset": dataset, "file": path.relative_to(root).as_posix(), "bytes": len(data),
             "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def _read_lines(path: Path, what: str) -> tuple[list[str], bytes]:
-    data = _read_bytes(path, what)
-    return _split_lines(_decode(path, data)), data
+def read_lines(path: Path, what: str) -> tuple[list[str], bytes]:
+    data = read_bytes(path, what)
+    return split_lines(decode_text(path, data)), data
 
 
-def _parse_hter(value: Any, where: str, scale: float) -> float | None:
+def parse_hter(value: Any, where: str, scale: float) -> float | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     try:
@@ -254,7 +254,7 @@ def _parse_hter(value: Any, where: str, scale: float) -> float | None:
     return round(number / scale, 6)
 
 
-def _load_hub(repo: str, config: str | None, split: str):
+def load_hub_split(repo: str, config: str | None, split: str):
     """One split of a Hub dataset via `datasets`; script-based repos fall back to the Parquet export."""
     try:
         import datasets

@@ -2,8 +2,8 @@
 
 DivEMT (en-ar, en-it, en-nl, en-tr, en-uk, en-vi) is untokenized: texts are whitespace-normalised,
 rows translated from scratch are counted and skipped, and HTER goes from DivEMT's 0-100 scale to
-MLQE-PE's 0-1 scale. Local files are read with standard CSV quoting; the Hub goes through the
-package's `_load_hub`, looked up at call time so that it can be replaced (tests do).
+MLQE-PE's 0-1 scale. Local files are read with standard CSV quoting; the Hub goes through
+`common.load_hub_split`, looked up on the module at call time so that tests can replace it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from xlpo.data.detok import normalize_space
+from xlpo.data.mtpe import common
 from xlpo.data.mtpe.common import (
     DIVEMT,
     DIVEMT_CONFIGS,
@@ -23,10 +24,10 @@ from xlpo.data.mtpe.common import (
     SRC_LANG,
     Loaded,
     Triple,
-    _decode,
-    _fingerprint,
-    _parse_hter,
-    _read_bytes,
+    decode_text,
+    file_fingerprint,
+    parse_hter,
+    read_bytes,
 )
 from xlpo.errors import UserError
 
@@ -64,7 +65,7 @@ def divemt_rows_to_triples(rows: Iterable[tuple[str, Mapping[str, Any]]], direct
             texts[column] = value
         loaded.triples.append(Triple(
             dataset=DIVEMT, direction=direction, source=texts["src_text"], mt=texts["mt_text"], pe=texts["tgt_text"],
-            hter=_parse_hter(row.get("hter"), f"{where}: column hter", 100.0),
+            hter=parse_hter(row.get("hter"), f"{where}: column hter", 100.0),
             origin=str(row.get("unit_id") or where),
         ))
     return loaded
@@ -83,7 +84,7 @@ def _divemt_file(root: Path, config: str) -> Path:
 
 def _iter_divemt_tsv(path: Path, data: bytes) -> Iterator[tuple[str, dict[str, str]]]:
     # Upstream wrote the TSV with pandas: standard CSV quoting ("Dustin ""Goldust"" Runnels ...").
-    text = _decode(path, data)
+    text = decode_text(path, data)
     if not text.strip():
         raise UserError(f"{path}:1: empty file, expected a DivEMT TSV header")
     reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", strict=True)
@@ -113,9 +114,9 @@ def read_divemt_dir(root: str | Path, directions: Iterable[str], config: str = "
     """Read DivEMT's `main.tsv` or `warmup.tsv` ("auto": main when present) from a local folder."""
     root = Path(root)
     path = _divemt_file(root, config)
-    data = _read_bytes(path, "DivEMT")
+    data = read_bytes(path, "DivEMT")
     loaded = loaded or Loaded()
-    loaded.inputs.append(_fingerprint(DIVEMT, root, path, data))
+    loaded.inputs.append(file_fingerprint(DIVEMT, root, path, data))
     if path.stem != "main":
         loaded.notes.append(f"DivEMT: read {path.name}; the main split (430 sources per language) is "
                             f"only on the Hub as {DIVEMT_HUB} or as main.tsv in the same folder")
@@ -125,10 +126,8 @@ def read_divemt_dir(root: str | Path, directions: Iterable[str], config: str = "
 def load_divemt_hub(directions: Iterable[str], repo: str = DIVEMT_HUB, config: str = "auto",
                     loaded: Loaded | None = None) -> Loaded:
     """DivEMT from the Hub (`GroNLP/divemt`, config "main" unless "warmup" is asked)."""
-    # Looked up through the package at call time, so that patching mtpe._load_hub (tests do) works.
-    from xlpo.data import mtpe as _package
     config = "main" if config == "auto" else config
-    dataset = _package._load_hub(repo, config, "train")
+    dataset = common.load_hub_split(repo, config, "train")
     loaded = loaded or Loaded()
     loaded.inputs.append({"dataset": DIVEMT, "hub": repo, "config": config, "split": "train",
                           "fingerprint": getattr(dataset, "_fingerprint", None)})

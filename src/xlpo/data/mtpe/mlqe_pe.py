@@ -3,7 +3,7 @@
 MLQE-PE (en-de, en-zh) is tokenized: the line-aligned `.src/.mt/.pe/.hter` files of each split are
 read together, the English source is taken untokenized from the direct-assessment TSV where it
 matches (else detokenized), and MT and post-edit go through the language's detokenizer. The Hub
-goes through the package's `_load_hub`, looked up at call time so that it can be replaced.
+goes through `common.load_hub_split`, looked up on the module at call time so that tests can replace it.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from xlpo.data.detok import (
     has_segmentation_runs,
     normalize_space,
 )
+from xlpo.data.mtpe import common
 from xlpo.data.mtpe.common import (
     DIRECTIONS,
     MLQE_PE,
@@ -27,12 +28,12 @@ from xlpo.data.mtpe.common import (
     SRC_LANG,
     Loaded,
     Triple,
-    _decode,
-    _fingerprint,
-    _parse_hter,
-    _read_bytes,
-    _read_lines,
-    _split_lines,
+    decode_text,
+    file_fingerprint,
+    parse_hter,
+    read_bytes,
+    read_lines,
+    split_lines,
     source_key,
 )
 from xlpo.errors import UserError
@@ -56,8 +57,8 @@ def mlqe_da_path(root: Path, direction: str, split: str) -> Path | None:
 
 
 def _read_da_originals(path: Path, n_lines: int) -> tuple[list[str], bytes]:
-    data = _read_bytes(path, "MLQE-PE direct assessments")
-    lines = _split_lines(_decode(path, data))
+    data = read_bytes(path, "MLQE-PE direct assessments")
+    lines = split_lines(decode_text(path, data))
     if not lines:
         raise UserError(f"{path}:1: empty file, expected a header with an 'original' column")
     reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
@@ -102,8 +103,8 @@ def read_mlqe_pe_dir(root: str | Path, directions: Iterable[str], splits: Iterab
             paths = mlqe_pe_paths(root, direction, split)
             columns: dict[str, list[str]] = {}
             for ext, path in paths.items():
-                lines, data = _read_lines(path, f"MLQE-PE {direction} {split}")
-                loaded.inputs.append(_fingerprint(MLQE_PE, root, path, data))
+                lines, data = read_lines(path, f"MLQE-PE {direction} {split}")
+                loaded.inputs.append(file_fingerprint(MLQE_PE, root, path, data))
                 for lineno, line in enumerate(lines, start=1):
                     if not line.strip():
                         raise UserError(f"{path}:{lineno}: empty line")
@@ -118,12 +119,12 @@ def read_mlqe_pe_dir(root: str | Path, directions: Iterable[str], splits: Iterab
             originals: list[str | None] = [None] * n
             if da is not None:
                 originals, data = _read_da_originals(da, n)
-                loaded.inputs.append(_fingerprint(MLQE_PE, root, da, data))
+                loaded.inputs.append(file_fingerprint(MLQE_PE, root, da, data))
             else:
                 loaded.notes.append(f"MLQE-PE {direction} {split}: no direct-assessment TSV, sources detokenized")
             hter_path = paths["hter"]
             for i in range(n):
-                hter = _parse_hter(columns["hter"][i].strip(), f"{hter_path}:{i + 1}", 1.0)
+                hter = parse_hter(columns["hter"][i].strip(), f"{hter_path}:{i + 1}", 1.0)
                 loaded.triples.append(_mlqe_triple(direction, split, i + 1, columns["src"][i], columns["mt"][i],
                                                    columns["pe"][i], hter, originals[i], loaded))
     return loaded
@@ -146,7 +147,7 @@ def mlqe_pe_rows_to_triples(rows: Iterable[Mapping[str, Any]], direction: str, s
         for key, value in texts.items():
             if not isinstance(value, str) or not value.strip():
                 raise UserError(f"{where}: empty or missing {key}")
-        checked.append((texts, _parse_hter(row.get("hter"), f"{where}: field hter", 1.0)))
+        checked.append((texts, parse_hter(row.get("hter"), f"{where}: field hter", 1.0)))
     # Segmented Chinese is invertible only if its runs of spaces (original spaces) survived.
     runs = has_segmentation_runs(t["mt"] for t, _ in checked) or has_segmentation_runs(t["pe"] for t, _ in checked)
     if lang in CJK_LANGS and checked and not runs:
@@ -161,14 +162,12 @@ def mlqe_pe_rows_to_triples(rows: Iterable[Mapping[str, Any]], direction: str, s
 def load_mlqe_pe_hub(directions: Iterable[str], repo: str = MLQE_PE_HUB, splits: Iterable[str] = MLQE_SPLITS,
                      loaded: Loaded | None = None) -> Loaded:
     """MLQE-PE from the Hub (configs en-de / en-zh; splits train, validation = dev, test = test20)."""
-    # Looked up through the package at call time, so that patching mtpe._load_hub (tests do) works.
-    from xlpo.data import mtpe as _package
     loaded = loaded or Loaded()
     for direction in directions:
         if DIRECTIONS[direction] != MLQE_PE:
             continue
         for split in splits:
-            dataset = _package._load_hub(repo, direction, _MLQE_HUB_SPLIT[split])
+            dataset = common.load_hub_split(repo, direction, _MLQE_HUB_SPLIT[split])
             loaded.inputs.append({"dataset": MLQE_PE, "hub": repo, "config": direction, "split": _MLQE_HUB_SPLIT[split],
                                   "fingerprint": getattr(dataset, "_fingerprint", None)})
             mlqe_pe_rows_to_triples(dataset, direction, split, repo, loaded)

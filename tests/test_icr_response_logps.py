@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from xlpo.icr.prompts import crosslingual_instruction
-from xlpo.icr.scoring import ResponseEncoder, naive_prompt_logprobs, shared_prompt_logprobs
+from xlpo.icr.response_logps import ResponseEncoder, naive_prompt_logprobs, shared_prompt_logprobs
 from xlpo.models import apply_lora, load_model, reference_mode
 
 RESPONSES = ["Cuatro.", "La respuesta es cuatro: dos más dos son cuatro, como sabe todo el mundo.", "", "4",

@@ -1,11 +1,11 @@
-"""Summed response log-probs for N responses that share one prompt, with the prompt forwarded once.
+"""Summed log-probs of N sampled responses to one prompt (ICR's reward scoring), the prompt forwarded once.
 
 The prompt (all but its last token) is run once to fill a KV cache; the cache is repeated for a
 batch of responses, and each row then runs [last prompt token] + response on top of it, so the
 first response token is scored from the prompt's last position exactly as in a full forward.
 Naive scoring (prompt + response per row, same kernels) is kept for tests and the benchmark: both
-agree with `xlpo.logprobs.completion_logprobs` to float precision. Tokens are formatted exactly as training formats them (`PairTokenizer`),
-end-of-turn token included.
+agree with `xlpo.logprobs.completion_logprobs` to float precision. Tokens are formatted exactly as
+training formats them (`PairTokenizer`), end-of-turn token included.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 from xlpo.data.batching import pad_sequences
 from xlpo.data.tokenize import PairTokenizer
 from xlpo.logprobs import output_head, token_logprobs
+from xlpo.models import eval_mode
 
 
 class ResponseEncoder:
@@ -81,9 +82,7 @@ def shared_prompt_logprobs(model, prompt_ids: list[int], responses: list[list[in
     if not prompt_ids:
         raise ValueError("shared_prompt_logprobs needs at least one prompt token")
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         prefix = prompt_ids[:-1]
         cache = None
         if prefix:
@@ -103,8 +102,6 @@ def shared_prompt_logprobs(model, prompt_ids: list[int], responses: list[list[in
             values = _rows_logprobs(model, input_ids, completion, past, chunk_size)
             for row, i in enumerate(idx):
                 sums[i] = float(values[row])
-    finally:
-        model.train(was_training)
     return GroupLogps(sums=sums, tokens=[len(r) for r in responses])
 
 
@@ -114,15 +111,11 @@ def naive_prompt_logprobs(model, prompt_ids: list[int], responses: list[list[int
     """The same values with prompt + response forwarded for every response (the baseline: same kernels,
     no cache)."""
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     sums: list[float] = []
-    try:
+    with eval_mode(model):
         for start in range(0, len(responses), batch_size):
             batch = [tuple(r) for r in responses[start:start + batch_size]]
             input_ids, _, completion = pad_sequences([tuple(prompt_ids)] * len(batch), batch, pad_id)
             values = _rows_logprobs(model, input_ids.to(device), completion.to(device), None, chunk_size)
             sums.extend(float(v) for v in values)
-    finally:
-        model.train(was_training)
     return GroupLogps(sums=sums, tokens=[len(r) for r in responses])

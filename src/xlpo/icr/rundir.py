@@ -1,0 +1,99 @@
+"""An ICR run directory: the files of one iteration, the check that a directory holds this run, and
+stages written in parts so that a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+from xlpo.errors import UserError
+from xlpo.fileio import read_jsonl, write_json, write_jsonl, write_text
+from xlpo.icr.config import ICRConfig
+from xlpo.versions import library_versions
+
+# Keys that may change between runs of one run directory: they do not change any result.
+_FREE_KEYS = {("run_dir",), ("iterations",), ("stats",), ("sampling", "batch_size"), ("sampling", "backend"),
+              ("reward", "batch_size"), ("reward", "logit_chunk_size")}
+
+
+class IterationDir:
+    def __init__(self, run_dir: Path, t: int):
+        self.root = run_dir / f"iter-{t}"
+        self.t = t
+        self.samples = self.root / "samples.jsonl"
+        self.translations = self.root / "translations.jsonl"
+        self.scores = self.root / "scores.jsonl"
+        self.alpha = self.root / "alpha.json"
+        self.pairs_dir = self.root / "pairs"
+        self.train = self.root / "train"
+        self.stats = self.root / "stats.json"
+        self.judge = self.root / "judge"
+        self.manifest = self.root / "manifest.json"
+        self.timings = self.root / "timings.json"
+
+    def pairs(self, kind: str) -> Path:
+        return self.pairs_dir / f"{kind}.jsonl"
+
+    def parts(self, stage: str) -> Path:
+        return self.root / "parts" / stage
+
+
+def check_run_dir(config: ICRConfig, run_dir: Path) -> None:
+    """Refuse a run directory made with settings that change results; record this run's config."""
+    saved = run_dir / "config.yaml"
+    current = config.model_dump(mode="json")
+    if saved.is_file():
+        previous = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+        diff = _first_difference(previous, current)
+        if diff is not None:
+            raise UserError(f"{run_dir}: holds a run made with a different {diff}; use another run_dir "
+                            "(or the same settings) so that finished stages are not mixed with new ones")
+    text = yaml.safe_dump(current, sort_keys=False, allow_unicode=True)
+    if not saved.is_file() or saved.read_text(encoding="utf-8") != text:
+        write_text(saved, text)
+    if not (run_dir / "versions.json").is_file():
+        write_json(run_dir / "versions.json", library_versions())
+
+
+def _first_difference(old: dict, new: dict, prefix: tuple = ()) -> str | None:
+    for key in sorted(set(old) | set(new)):
+        path = (*prefix, key)
+        if any(path[:len(free)] == free for free in _FREE_KEYS):
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found = _first_difference(a, b, path)
+            if found:
+                return found
+        elif a != b:
+            return f"{'.'.join(path)} ({a!r} there, {b!r} now)"
+    return None
+
+
+def write_in_parts(it: IterationDir, stage: str, target: Path, work: Callable[[str, int, list], list[dict]],
+                   units: dict[str, list[list]], log: Callable[[str], None]) -> None:
+    """Run `work(lang, chunk index, items)` for every unit whose part file is missing, then join the
+    parts into `target`: a killed stage redoes at most one part."""
+    parts_dir = it.parts(stage)
+    total = sum(len(chunks) for chunks in units.values())
+    done = 0
+    for lang, chunks in units.items():
+        for k, items in enumerate(chunks):
+            part = parts_dir / f"{lang}-{k:05d}.jsonl"
+            done += 1
+            if part.is_file():
+                continue
+            tic = time.perf_counter()
+            write_jsonl(part, work(lang, k, items))
+            log(f"  {stage} {lang}: part {done}/{total} ({len(items)} prompts, {time.perf_counter() - tic:.1f} s)")
+    rows = [row for lang, chunks in units.items() for k in range(len(chunks))
+            for row in read_jsonl(parts_dir / f"{lang}-{k:05d}.jsonl")]
+    write_jsonl(target, rows)
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    if parts_dir.parent.is_dir() and not any(parts_dir.parent.iterdir()):
+        parts_dir.parent.rmdir()
