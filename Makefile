@@ -14,4 +14,4 @@ test-fast: bootstrap
 	$(VENV)/python -m pytest -q -m "not integration"
 
 demo: bootstrap
-	$(VENV)/xlpo experiment capo-mtpe configs/capo-mtpe-cpu.yaml
+	$(VENV)/xlpo experiment capo-mtpe capo-mtpe-cpu

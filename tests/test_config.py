@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from xlpo.config import parse_override
 from xlpo.errors import UserError
-from xlpo.train.config import TrainConfig, load_config, options_help, parse_override
+from xlpo.train.config import TrainConfig, load_config, options_help
 
 XLPO = Path(sys.executable).parent / "xlpo"
 
@@ -261,6 +262,14 @@ def test_options_help_lists_every_option():
         for name in spec.params.model_fields:
             assert f"loss.{name} = " in text
     assert "\n" + "loss.rrm = 'paper'" in "\n" + text
+
+
+def test_loss_parameters_known_without_torch_are_the_registered_ones():
+    # Config validation and `xlpo train --help` read xlpo.loss_params, which does not import torch.
+    from xlpo.loss_params import LOSS_PARAMS
+    from xlpo.losses import LOSSES
+
+    assert LOSS_PARAMS == {name: spec.params for name, spec in LOSSES.items()}
 
 
 # --------------------------------------------------------------------------- the CLI

@@ -9,7 +9,8 @@ import pytest
 
 from xlpo.errors import UserError
 from xlpo.eval.rewards import ScoringRequest, score_run
-from xlpo.experiments.capo_mtpe import load_experiment, run_experiment
+from xlpo.experiments.capo_mtpe import run_experiment
+from xlpo.experiments.capo_mtpe_config import load_experiment
 from xlpo.train.config import load_config
 from xlpo.train.trainer import train
 

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.integration
 def test_shipped_cpu_config_runs_one_iteration(tmp_path, shared_data):
     prompts = shared_data / "icr" / "ultrafeedback_binarized" / "subset" / "random_1000"
-    config = load_icr_config(REPO / "configs" / "icr-cpu-smollm2.yaml", [
+    config = load_icr_config(REPO / "src" / "xlpo" / "configs" / "icr-cpu-smollm2.yaml", [
         f"run_dir={tmp_path / 'run'}", f"prompts.dir={prompts}", "prompts.limit=2", "sampling.max_new_tokens=24",
         "init.train.training.max_steps=2", "init.mtpe_per_split=1"])
     result = run_icr(config, log=print)

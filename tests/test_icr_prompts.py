@@ -83,11 +83,11 @@ def test_bad_lines_name_file_and_line(tmp_path):
 
 # -- config --------------------------------------------------------------------------------------
 def test_shipped_configs_validate():
-    cpu = load_icr_config(REPO / "configs" / "icr-cpu-smollm2.yaml")
+    cpu = load_icr_config(REPO / "src" / "xlpo" / "configs" / "icr-cpu-smollm2.yaml")
     assert cpu.init.pairs == "mtpe" and cpu.iterations == 1 and cpu.sampling.n == 4
-    gpu = load_icr_config(REPO / "configs" / "icr-paper-gpu.yaml")
+    gpu = load_icr_config(REPO / "src" / "xlpo" / "configs" / "icr-paper-gpu.yaml")
     assert gpu.policy.name_or_path == "princeton-nlp/Llama-3-Base-8B-SFT-DPO"
-    assert gpu.reference.name_or_path == "princeton-nlp/Llama-3-Base-8B-SFT" and gpu.reference.training == "initial"
+    assert gpu.reference.name_or_path == "princeton-nlp/Llama-3-Base-8B-SFT" and gpu.reference.training == "previous" and gpu.reference.reward == "initial"
     assert (gpu.sampling.n, gpu.sampling.temperature, gpu.sampling.top_p, gpu.iterations) == (10, 0.9, 1.0, 2)
     assert gpu.train["loss"] == {"name": "dpo_nll", "beta": 0.1, "nll_weight": 1.0}
 

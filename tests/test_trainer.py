@@ -226,7 +226,7 @@ def test_non_finite_loss_stops_and_names_the_examples(tmp_path, tiny_model_dir):
         losses[3] = float("nan")
         return LossOutput(losses, out.chosen_rewards, out.rejected_rewards, out.extras)
 
-    trainer.spec = LossSpec("simpo", poisoned, real.params, real.needs_reference)
+    trainer.spec = LossSpec("simpo", poisoned, real.params)
     with pytest.raises(TrainingError) as err:
         trainer.run()
     message = str(err.value)

@@ -13,10 +13,19 @@ from typing import Callable, Literal
 import pydantic
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from xlpo.errors import UserError
+from xlpo.loss_params import (
+    LOSS_PARAMS,
+    CapoParams,
+    LossParams,
+    DpoNllParams,
+    DpoParams,
+    IpoParams,
+    KtoParams,
+    SimpoParams,
+)
 
 __all__ = [
     "LOSSES",
@@ -73,10 +82,16 @@ class LossOutput:
 class LossSpec:
     name: str
     fn: Callable[..., LossOutput]  # fn(logps: SequenceLogps, **params) -> LossOutput
-    params: type[BaseModel]  # hyper-parameters with defaults, validated (extra="forbid")
-    needs_reference: bool  # trainer must fill ref_chosen/ref_rejected
-    needs_mismatched: bool = False  # trainer must fill kl_policy/kl_ref (KTO)
+    params: type[LossParams]  # hyper-parameters with defaults, validated (extra="forbid"), and needed inputs
     description: str = ""
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.params.needs_reference
+
+    @property
+    def needs_mismatched(self) -> bool:
+        return self.params.needs_mismatched
 
 
 # --------------------------------------------------------------------------- helpers
@@ -111,68 +126,6 @@ def _output(losses: Tensor, chosen_rewards: Tensor, rejected_rewards: Tensor, **
         rejected_rewards=rejected_rewards.detach(),
         extras={k: v.detach() for k, v in extras.items()},
     )
-
-
-# --------------------------------------------------------------------------- hyper-parameters
-
-
-class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DpoParams(_Params):
-    beta: float = Field(0.1, gt=0, description="Inverse temperature on the policy/reference log-ratio.")
-    label_smoothing: float = Field(
-        0.0,
-        ge=0,
-        le=0.5,
-        description="cDPO: assumed probability that a preference label is flipped (0 = plain DPO).",
-    )
-
-
-class IpoParams(_Params):
-    beta: float = Field(0.1, gt=0, description="Regularisation strength; the target log-ratio margin is 1/(2*beta).")
-
-
-class SimpoParams(_Params):
-    beta: float = Field(2.0, gt=0, description="Scale of the length-averaged log-prob margin.")
-    gamma: float = Field(
-        0.5,
-        ge=0,
-        description="Target reward margin (the SimPO authors' code: gamma = beta * gamma_beta_ratio, 2.0 * 0.25).",
-    )
-
-
-class DpoNllParams(_Params):
-    beta: float = Field(0.1, gt=0, description="Inverse temperature of the DPO term.")
-    nll_weight: float = Field(
-        1.0,
-        ge=0,
-        description="Weight of the length-normalised NLL of the chosen response (ICR/LLaMA-Factory pref_ftx).",
-    )
-
-
-class CapoParams(_Params):
-    beta: float = Field(0.1, gt=0, description="Scale of the summed log-prob margin log pi(y_w|x) - log pi(y_l|x).")
-    alpha: float = Field(2.0, ge=0, description="Weight of the relative reward margin (RRM) term.")
-    rrm: Literal["paper", "inverse"] = Field(
-        "paper",
-        description=(
-            "RRM orientation: 'paper' = log pi(y_w|x) / log pi(y_l|x) (Eq. 4 as printed); "
-            "'inverse' = log pi(y_l|x) / log pi(y_w|x) (grows as the chosen response becomes relatively more likely)."
-        ),
-    )
-    rrm_eps: float = Field(
-        1e-3,
-        gt=0,
-        description="Guard: the RRM denominator is clamped to at most -rrm_eps nats, bounding the ratio.",
-    )
-
-
-class KtoParams(_Params):
-    beta: float = Field(0.1, gt=0, description="Inverse temperature on the policy/reference log-ratio.")
-    desirable_weight: float = Field(1.0, ge=0, description="lambda_D: weight of the desirable (chosen) items.")
-    undesirable_weight: float = Field(1.0, ge=0, description="lambda_U: weight of the undesirable (rejected) items.")
 
 
 # --------------------------------------------------------------------------- losses
@@ -297,6 +250,7 @@ def register_loss(spec: LossSpec) -> LossSpec:
     if spec.name in LOSSES and LOSSES[spec.name] is not spec:
         raise ValueError(f"a loss named {spec.name!r} is already registered")
     LOSSES[spec.name] = spec
+    LOSS_PARAMS[spec.name] = spec.params  # configs validate its hyper-parameters without torch
     return spec
 
 
@@ -344,15 +298,9 @@ def preference_metrics(logps: SequenceLogps, out: LossOutput) -> dict[str, Tenso
     return metrics
 
 
-register_loss(LossSpec("dpo", dpo_loss, DpoParams, needs_reference=True,
-                       description="Direct Preference Optimization (optional cDPO label smoothing)."))
-register_loss(LossSpec("ipo", ipo_loss, IpoParams, needs_reference=True,
-                       description="Identity Preference Optimization, squared loss on length-averaged log-ratios."))
-register_loss(LossSpec("simpo", simpo_loss, SimpoParams, needs_reference=False,
-                       description="SimPO: reference-free, length-averaged log-prob margin with target margin gamma."))
-register_loss(LossSpec("dpo_nll", dpo_nll_loss, DpoNllParams, needs_reference=True,
-                       description="DPO plus length-normalised NLL of the chosen response (ICR's DPONLL)."))
-register_loss(LossSpec("capo", capo_loss, CapoParams, needs_reference=False,
-                       description="CAPO: reference-free summed log-prob margin plus a relative reward margin (RRM) term."))
-register_loss(LossSpec("kto", kto_loss, KtoParams, needs_reference=True, needs_mismatched=True,
-                       description="KTO on paired data split into desirable and undesirable items."))
+register_loss(LossSpec("dpo", dpo_loss, DpoParams, description="Direct Preference Optimization (optional cDPO label smoothing)."))
+register_loss(LossSpec("ipo", ipo_loss, IpoParams, description="Identity Preference Optimization, squared loss on length-averaged log-ratios."))
+register_loss(LossSpec("simpo", simpo_loss, SimpoParams, description="SimPO: reference-free, length-averaged log-prob margin with target margin gamma."))
+register_loss(LossSpec("dpo_nll", dpo_nll_loss, DpoNllParams, description="DPO plus length-normalised NLL of the chosen response (ICR's DPONLL)."))
+register_loss(LossSpec("capo", capo_loss, CapoParams, description="CAPO: reference-free summed log-prob margin plus a relative reward margin (RRM) term."))
+register_loss(LossSpec("kto", kto_loss, KtoParams, description="KTO on paired data split into desirable and undesirable items."))

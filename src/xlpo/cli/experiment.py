@@ -2,30 +2,37 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
+from rich.console import Console
 
-from xlpo.cli import app
+from xlpo.cli import app, config_and_overrides, config_command, quiet_libraries
+from xlpo.config import options_help
+from xlpo.experiments.capo_mtpe_config import ExperimentConfig, load_experiment
 
 experiment_app = typer.Typer(help="Multi-stage studies that reuse finished stages.", no_args_is_help=True)
 app.add_typer(experiment_app, name="experiment")
 
 
-@experiment_app.command("capo-mtpe")
+@experiment_app.command("capo-mtpe", cls=config_command(lambda: options_help(ExperimentConfig)), context_settings={"max_content_width": 140})
 def capo_mtpe(
-    config: Annotated[Path | None, typer.Argument(help="Experiment YAML (default: built-in values = configs/capo-mtpe-cpu.yaml).")] = None,
+    config: Annotated[str | None, typer.Argument(
+        help="Experiment YAML: a file, or a shipped config's name such as capo-mtpe-cpu (`xlpo configs`); "
+             "omit to use only the defaults below and overrides.")] = None,
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. data.per_split=20 train.training.learning_rate=1e-4")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate the config and print it; run nothing.")] = False,
 ) -> None:
     """MTPE pairs -> DPO, SimPO, DPO+NLL, CAPO (+ inverse RRM, alpha sweep) -> per-language scores -> report."""
-    from rich.console import Console
-
-    from xlpo.cli import config_and_overrides, quiet_libraries
-    from xlpo.experiments.capo_mtpe import load_experiment, run_experiment
-
     config, items = config_and_overrides(config, overrides)
     cfg = load_experiment(config, items)
+    if dry_run:
+        typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
+        return
+    # Imported only to run: the experiment's stages bring in the trainer, hence torch (seconds).
+    from xlpo.experiments.capo_mtpe import run_experiment
+
     quiet_libraries()
     console = Console(soft_wrap=True)  # log lines stay whole in files and CI logs
     report = run_experiment(cfg, log=lambda msg: console.print(f"[bold]xlpo[/bold] {msg}", highlight=False))

@@ -6,24 +6,26 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
 
-from xlpo.cli import app
+from xlpo.cli import app, config_and_overrides, config_command, quiet_libraries
+from xlpo.config import options_help
 
 icr_app = typer.Typer(help="Implicit Cross-Lingual Rewarding: sample -> reward -> pairs -> train, iterated.",
                       no_args_is_help=True)
 app.add_typer(icr_app, name="icr")
 
 
-def _epilog() -> str:
-    from xlpo.icr.config import options_help
+def _options() -> str:
+    # Imported when the help is shown: the ICR config brings in numpy (icr.reward), not needed by `xlpo --help`.
+    from xlpo.icr.config import ICRConfig
 
-    return "Options (set in CONFIG.yaml or as key=value overrides):\n\n\b\n" + options_help()
+    return options_help(ICRConfig)
 
 
 def _table(stats: dict[int, dict], kind: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     console = Console()
     table = Table(title=f"ICR per iteration and language (pairs from {kind}; gaps = chosen - rejected)")
     for col in ("iter", "lang", "resp", "chars", "wrong", "alpha", "pairs", "gap chars", "gap R", "judge"):
@@ -47,16 +49,15 @@ def _table(stats: dict[int, dict], kind: str) -> None:
                   "judge = pair accuracy against judge verdicts (ties half)")
 
 
-@icr_app.command(epilog=_epilog(), context_settings={"max_content_width": 140})
+@icr_app.command(cls=config_command(_options), context_settings={"max_content_width": 140})
 def run(
-    config: Annotated[Path | None, typer.Argument(help="YAML config, e.g. configs/icr-cpu-smollm2.yaml.")] = None,
+    config: Annotated[str | None, typer.Argument(
+        help="YAML config: a file, or a shipped config's name such as icr-cpu-smollm2 (`xlpo configs`).")] = None,
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. iterations=1 sampling.n=4")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate the config and print it; run nothing.")] = False,
 ) -> None:
     """Run the ICR loop; a run directory that already holds finished stages is resumed, not redone."""
-    import yaml
-
-    from xlpo.cli import config_and_overrides
+    # Imported when run: the ICR config brings in numpy (icr.reward), not needed by other commands.
     from xlpo.icr.config import load_icr_config
 
     config, items = config_and_overrides(config, overrides)
@@ -64,7 +65,7 @@ def run(
     if dry_run:
         typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
         return
-    from xlpo.cli import quiet_libraries
+    # Imported only to run: the pipeline brings in torch and transformers (seconds).
     from xlpo.icr.pipeline import run_icr
 
     quiet_libraries()
@@ -78,10 +79,9 @@ def stats(
     run_dir: Annotated[Path, typer.Argument(help="An ICR run directory (holds config.yaml and iter-<t>/).")],
 ) -> None:
     """Recompute and print the statistics of every finished iteration (e.g. after judge labels were added)."""
+    # Imported only to run: the pipeline brings in torch and transformers (seconds).
     from xlpo.icr.pipeline import recompute_stats
 
     result = recompute_stats(run_dir, log=typer.echo)
-    import yaml
-
     kind = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))["reward"]["select"]
     _table(result, kind)

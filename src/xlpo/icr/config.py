@@ -1,30 +1,27 @@
-"""The ICR run configuration: YAML plus `key=value` overrides, validated in one place.
+"""The ICR run configuration (`xlpo icr run`): its schema and the checks across its sections.
 
-Every mistake is a one-line `UserError` naming the dotted key. The `train` section is an ordinary
-training config (`xlpo train`) without `model` and `data.train`, which each iteration fills in.
+The `train` section is an ordinary training config (`xlpo train`) without `model` and `data.train`,
+which each iteration fills in. Reading, overrides and one-line errors are xlpo.config's.
 """
 
 from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
+from xlpo.config import Nested, Section, load_raw, validate as validate_schema
 from xlpo.errors import UserError
 from xlpo.icr.prompts import language_name
 from xlpo.icr.reward import REWARD_KINDS
-from xlpo.train.config import TrainConfig, suggest_key, apply_overrides, config_from_dict, read_yaml
+from xlpo.train.config import TrainConfig, config_from_dict
 
 RewardKind = Literal["crosslingual", "multilingual", "translate"]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class PolicySection(_Section):
+class PolicySection(Section):
     name_or_path: str = Field("embedded", description="The initial policy's weights (Hub id, local dir or 'embedded'); with policy.adapter, the base the adapter sits on.")
     adapter: str | None = Field(None, description="LoRA adapter of the English-aligned initial policy; the reference is then this base with the adapter disabled.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weight dtype for sampling, scoring and training.")
@@ -32,26 +29,26 @@ class PolicySection(_Section):
     attn_implementation: str | None = Field(None, description="Attention kernel (sdpa, flash_attention_2, eager).")
 
 
-class ReferenceSection(_Section):
+class ReferenceSection(Section):
     name_or_path: str | None = Field(None, description="The initial model pi_I as a separate checkpoint (e.g. the SFT model of an SFT-DPO policy); default: policy.name_or_path (with policy.adapter disabled).")
     training: Literal["previous", "initial"] = Field("previous", description="Training reference of iteration t: the policy the iteration starts from, pi^{t-1} (Algorithm 1: pi_ref <- pi^{t-1}), or the fixed initial model pi_I.")
     reward: Literal["initial", "previous"] = Field("initial", description="Reward reference of Eq. 9 in iteration t: the fixed initial model pi_I (the paper's choice, Tables 6 and 11), or the model before the scored one, pi^{t-2} (pi_I when t = 1).")
 
 
-class InitSection(_Section):
+class InitSection(Section):
     pairs: str | None = Field(None, description="Make the English-aligned initial policy first (iteration 0): a preference JSONL to train a LoRA adapter on from policy.name_or_path, or 'mtpe' to build CAPO's MTPE pairs from the staged data.")
     mtpe_per_split: int = Field(10, gt=0, description="With init.pairs=mtpe: pairs per translation direction.")
-    train: dict[str, Any] = Field(default_factory=lambda: {"loss": {"name": "dpo", "beta": 0.1}}, description="Overrides of the train section for iteration 0 (e.g. loss, training.max_steps).")
+    train: Annotated[dict[str, Any], Nested(TrainConfig)] = Field(default_factory=lambda: {"loss": {"name": "dpo", "beta": 0.1}}, description="Overrides of the train section for iteration 0 (e.g. loss, training.max_steps).")
 
 
-class PromptsSection(_Section):
+class PromptsSection(Section):
     dir: str = Field("../shared/data/icr/ultrafeedback_binarized/subset/random_1000", description="Folder of parallel <lang>.jsonl prompt files (instruction, instruction_id), aligned with en.jsonl.")
     languages: list[str] = Field(default_factory=lambda: ["en", "es", "ru", "de", "fr"], description="Languages to sample and train on (English may be left out; en.jsonl is always read).")
     limit: int | None = Field(None, gt=0, description="Use only the first N prompts of every language.")
     language_names: dict[str, str] = Field(default_factory=dict, description="Full English names of languages missing from the built-in table, e.g. {yo: Yoruba}.")
 
 
-class SamplingSection(_Section):
+class SamplingSection(Section):
     n: int = Field(10, ge=2, description="Responses sampled per prompt and language.")
     temperature: float = Field(0.9, gt=0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
@@ -62,7 +59,7 @@ class SamplingSection(_Section):
     chunk_size: int = Field(64, gt=0, description="Prompts per saved part: a killed run redoes at most one part per language.")
 
 
-class RewardSection(_Section):
+class RewardSection(Section):
     select: RewardKind = Field("crosslingual", description="Reward that builds the training pairs: crosslingual (R_c), multilingual (R_m) or translate (R_t).")
     also: list[RewardKind] = Field(default_factory=list, description="Further rewards to compute for comparison (their pairs and statistics are kept, not trained on).")
     beta: float = Field(0.1, gt=0, description="Scale of the implicit reward beta*(log pi - log pi_ref); does not change the pairs.")
@@ -78,7 +75,7 @@ class RewardSection(_Section):
         return [self.select] + [k for k in REWARD_KINDS if k in self.also and k != self.select]
 
 
-class StatsSection(_Section):
+class StatsSection(Section):
     language_id: bool = Field(True, description="Identify each response's language (py3langid) to report the wrong-language share.")
     judge_pairs: int = Field(100, gt=0, description="Pairs per language written for a judge (the paper judged 100).")
     judge_labels: str | None = Field(None, description="JSONL of judge verdicts {id, preferred: chosen|rejected|tie}; '{iteration}' is replaced by t. Default: <run_dir>/iter-<t>/judge/labels.jsonl when present.")
@@ -92,7 +89,7 @@ def _default_train() -> dict[str, Any]:
                          "warmup_ratio": 0.03}}
 
 
-class ICRConfig(_Section):
+class ICRConfig(Section):
     run_dir: str = Field("runs/icr", description="Run directory: every artifact goes under run_dir/iter-<t>/; finished stages found there are reused.")
     iterations: int = Field(2, gt=0, description="Iterations T.")
     policy: PolicySection = Field(default_factory=PolicySection)
@@ -101,7 +98,7 @@ class ICRConfig(_Section):
     prompts: PromptsSection = Field(default_factory=PromptsSection)
     sampling: SamplingSection = Field(default_factory=SamplingSection)
     reward: RewardSection = Field(default_factory=RewardSection)
-    train: dict[str, Any] = Field(default_factory=_default_train, description="Training config of every iteration (loss, lora, data formatting, training); model and data.train are set per iteration.")
+    train: Annotated[dict[str, Any], Nested(TrainConfig)] = Field(default_factory=_default_train, description="Training config of every iteration (loss, lora, data formatting, training); model and data.train are set per iteration.")
     stats: StatsSection = Field(default_factory=StatsSection)
 
     @model_validator(mode="after")
@@ -124,21 +121,6 @@ _FIXED_TRAIN_KEYS = {("model",): "set the model under policy", ("data", "train")
                      ("training", "output_dir"): "each iteration writes under run_dir/iter-<t>/train",
                      ("reference", "name_or_path"): "choose the training reference with reference.training",
                      ("reference", "adapter"): "choose the training reference with reference.training"}
-
-
-def _format_error(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            model: Any = ICRConfig
-            for part in err["loc"][:-1]:
-                field = getattr(model, "model_fields", {}).get(part)
-                model = field.annotation if field is not None else None
-            msg = "unknown key" + suggest_key(str(err["loc"][-1]), list(getattr(model, "model_fields", {})))
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return "config: " + "; ".join(parts)
 
 
 def _deep_merge(base: dict, extra: dict) -> dict:
@@ -203,29 +185,12 @@ def validate(config: ICRConfig) -> ICRConfig:
 
 
 def load_icr_config(path: str | Path | None, overrides: list[str] = ()) -> ICRConfig:
-    raw = read_yaml(path, "sections (run_dir, policy, reference, prompts, sampling, reward, train, ...)") if path else {}
-    raw = apply_overrides(raw, list(overrides))
+    """Read YAML (a path or a shipped config's name; none: defaults), apply overrides, validate."""
+    raw = load_raw(ICRConfig, path, overrides, "sections (run_dir, policy, reference, prompts, sampling, reward, train, ...)")
     # `train` (and `init.train`) given in part complete the defaults instead of replacing them.
     if isinstance(raw.get("train"), dict):
         raw["train"] = _with_defaults(_default_train(), raw["train"])
     init = raw.get("init")
     if isinstance(init, dict) and isinstance(init.get("train"), dict):
         init["train"] = _with_defaults(InitSection().train, init["train"])
-    try:
-        config = ICRConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise UserError(_format_error(exc)) from None
-    return validate(config)
-
-
-def options_help() -> str:
-    lines = []
-    for name, field in ICRConfig.model_fields.items():
-        section = field.annotation
-        if isinstance(section, type) and issubclass(section, BaseModel):
-            for key, sub in section.model_fields.items():
-                default = sub.get_default(call_default_factory=True)
-                lines.append(f"{name}.{key} = {default!r}: {sub.description}")
-        else:
-            lines.append(f"{name} = {field.get_default(call_default_factory=True)!r}: {field.description}")
-    return "\n".join(lines)
+    return validate(validate_schema(ICRConfig, raw))

@@ -1,26 +1,21 @@
-"""The typed training configuration: YAML file plus `key=value` overrides, validated in one place.
+"""The typed training configuration (`xlpo train`): its schema and how a loss's parameters join it.
 
-Field descriptions double as the CLI help (`xlpo train --help`). Any unknown key, wrong type or
-impossible value becomes a one-line `UserError` naming the dotted key.
+Field descriptions double as the CLI help; reading, overrides and errors are xlpo.config's.
 """
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
+from xlpo.config import Section, describe, load_raw, options_help as schema_help, validate
 from xlpo.errors import UserError
+from xlpo.loss_params import LOSS_PARAMS, params_of
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class ModelSection(_Section):
+class ModelSection(Section):
     name_or_path: str = Field("embedded", description="Hub id, local directory, or 'embedded' (SmolLM2-135M-Instruct shipped as a wheel).")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weight dtype; auto = bf16 on a CUDA GPU that supports it, else float32.")
     trust_remote_code: bool = Field(False, description="Allow model code from the Hub repository (off unless you trust it).")
@@ -28,7 +23,7 @@ class ModelSection(_Section):
     adapter: str | None = Field(None, description="Start from this saved LoRA adapter (trained further); the default reference is the base model without it (see reference.adapter).")
 
 
-class LoraSection(_Section):
+class LoraSection(Section):
     enabled: bool = Field(True, description="Train a LoRA adapter (true) or all weights (false).")
     r: int = Field(16, gt=0, description="LoRA rank.")
     alpha: int = Field(32, gt=0, description="LoRA scaling numerator (lora_alpha).")
@@ -36,7 +31,7 @@ class LoraSection(_Section):
     target_modules: str | list[str] = Field("all-linear", description="Modules to adapt; all-linear = every attention and MLP projection.")
 
 
-class DataSection(_Section):
+class DataSection(Section):
     train: str | None = Field(None, description="Training preferences: .jsonl/.parquet file, dataset directory, or Hub dataset id.")
     split: str = Field("train", description="Split to read from a dataset directory or Hub id.")
     columns: dict[str, str] = Field(default_factory=dict, description="Rename columns, e.g. {rejected: reject}.")
@@ -54,36 +49,31 @@ class DataSection(_Section):
         return self
 
 
-class LossSection(_Section):
+class LossSection(Section):
     model_config = ConfigDict(extra="allow", validate_assignment=True)
     name: str = Field("capo", description="Registered loss: dpo, ipo, simpo, dpo_nll, capo, kto. Its hyper-parameters sit beside it (e.g. loss.beta, loss.alpha).")
 
     def params(self) -> dict[str, Any]:
         """The loss's hyper-parameters with defaults filled in; a bad one is a UserError naming `loss.<key>`."""
-        from xlpo.losses import get_loss
-
         try:
-            spec = get_loss(self.name)
+            params = params_of(self.name)
         except UserError as exc:
             raise UserError(f"config: loss.name: {exc}") from None
         try:
-            return spec.params(**(self.model_extra or {})).model_dump()
+            return params(**(self.model_extra or {})).model_dump()
         except ValidationError as exc:
-            err = exc.errors()[0]
-            key = ".".join(str(p) for p in err["loc"])
-            msg = "unknown key for loss " + self.name + suggest_key(key, list(spec.params.model_fields)) \
-                if err["type"] == "extra_forbidden" else err["msg"]
-            raise UserError(f"config: loss.{key}: {msg}") from None
+            raise UserError("config: " + describe(exc, params, unknown=f"unknown key for loss {self.name}",
+                                                  at=("loss",))) from None
 
 
-class ReferenceSection(_Section):
+class ReferenceSection(Section):
     name_or_path: str | None = Field(None, description="The reference model of reference-based losses (Hub id, local directory, 'embedded'); default: the starting model's base weights (LoRA: adapters disabled; full fine-tuning: a frozen copy of the initial weights).")
     adapter: str | None = Field(None, description="A saved LoRA adapter that is part of the reference; on the policy's own base it is loaded beside the trained adapter (one copy of the base in memory). E.g. model.adapter=A reference.adapter=A: the reference is the model training starts from.")
     precompute: bool = Field(True, description="Compute reference log-probs once before training and cache them on disk (reused by later runs on the same model and data).")
     cache_dir: str | None = Field(None, description="Where cached reference log-probs live; default $XLPO_CACHE/reflogps.")
 
 
-class TrainingSection(_Section):
+class TrainingSection(Section):
     output_dir: str = Field("runs/xlpo", description="Where the adapter/model, config, versions, metrics and checkpoints go.")
     epochs: int = Field(1, gt=0, description="Passes over the training data.")
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps (overrides epochs).")
@@ -107,7 +97,7 @@ class TrainingSection(_Section):
     progress: bool = Field(True, description="Show a progress bar.")
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     model: ModelSection = Field(default_factory=ModelSection)
     lora: LoraSection = Field(default_factory=LoraSection)
     data: DataSection = Field(default_factory=DataSection)
@@ -117,93 +107,16 @@ class TrainConfig(_Section):
 
     @model_validator(mode="after")
     def _needs(self):
-        from xlpo.losses import LOSSES  # imports torch: kept off the path of `xlpo --help`
-
-        spec = LOSSES.get(self.loss.name)  # an unknown name is reported by LossSection.params
-        if spec is not None and spec.needs_mismatched and self.training.batch_size * self.training.grad_accum < 2:
+        params = LOSS_PARAMS.get(self.loss.name)  # an unknown name is reported by LossSection.params
+        if params is not None and params.needs_mismatched and self.training.batch_size * self.training.grad_accum < 2:
             raise ValueError(f"loss {self.loss.name} needs training.batch_size x training.grad_accum >= 2 (its KL "
                              "estimate pairs each prompt with another example's completion in the step's batch)")
         return self
 
 
-def _format_error(exc: ValidationError, known: BaseModel | None = None) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key" + _suggest(err["loc"])
-        # A section-level check names its own dotted keys ("data.max_prompt_length ..."): no second prefix.
-        parts.append(f"{loc}: {msg}" if loc and not msg.startswith(loc + ".") else msg)
-    return "config: " + "; ".join(parts)
-
-
-def _suggest(loc) -> str:
-    model: Any = TrainConfig
-    for part in loc[:-1]:
-        field = model.model_fields.get(part)
-        if field is None:
-            return ""
-        model = field.annotation
-    return suggest_key(str(loc[-1]), list(getattr(model, "model_fields", {})))
-
-
-def suggest_key(key: str, names: list[str]) -> str:
-    close = difflib.get_close_matches(key, names, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(names)})"
-
-
-def parse_override(item: str) -> tuple[list[str], Any]:
-    if "=" not in item:
-        raise UserError(f"override '{item}': expected key=value, e.g. loss.alpha=2.0")
-    key, _, raw = item.partition("=")
-    path = key.strip().split(".")
-    if not all(path):
-        raise UserError(f"override '{item}': empty key part")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return path, value
-
-
-def read_yaml(path: str | Path, what: str = "sections") -> dict:
-    """A YAML mapping; invalid YAML names file:line. Empty sections (`data:` alone) become {}."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise UserError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"{path}: expected a mapping of {what}")
-    return {k: ({} if v is None else v) for k, v in raw.items()}
-
-
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Set `a.b.c=value` items in a nested dict (values parsed as YAML scalars)."""
-    for item in overrides:
-        keys, value = parse_override(item)
-        node = raw
-        for k in keys[:-1]:
-            if node.get(k) is None:  # absent, or an empty section in the YAML (`data:` alone is null)
-                node[k] = {}
-            node = node[k]
-            if not isinstance(node, dict):
-                raise UserError(f"override '{item}': '{k}' is not a section")
-        node[keys[-1]] = value
-    return raw
-
-
 def config_from_dict(raw: dict, prefix: str = "") -> TrainConfig:
-    """Validate a nested dict; errors name the dotted key (under `prefix`, e.g. 'train.')."""
-    try:
-        config = TrainConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise UserError(_format_error(exc).replace("config: ", f"config: {prefix}", 1)) from None
+    """Validate a nested dict; errors name the dotted key (under `prefix`, e.g. 'train: ')."""
+    config = validate(TrainConfig, raw, prefix)
     try:
         # Validate the loss name and hyper-parameters, and write every default out so the saved
         # config.yaml says exactly what ran.
@@ -214,23 +127,17 @@ def config_from_dict(raw: dict, prefix: str = "") -> TrainConfig:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
-    """Read YAML (if given), apply `a.b=value` overrides, validate."""
-    raw = read_yaml(path, "sections (model, lora, data, loss, reference, training)") if path is not None else {}
-    return config_from_dict(apply_overrides(raw, list(overrides)))
+    """Read YAML (a path or a shipped config's name; none: defaults), apply `a.b=value` overrides, validate."""
+    return config_from_dict(load_raw(TrainConfig, path, overrides,
+                                     "sections (model, lora, data, loss, reference, training)"))
 
 
 def options_help() -> str:
-    """Every option as `section.key (type, default): description`, for `xlpo train --help`."""
-    lines = []
-    for section_name, section_field in TrainConfig.model_fields.items():
-        section = section_field.annotation
-        for name, field in section.model_fields.items():
-            default = field.get_default(call_default_factory=True)
-            lines.append(f"{section_name}.{name} = {default!r}: {field.description}")
-    from xlpo.losses import LOSSES
-
-    for loss_name, spec in LOSSES.items():
-        for name, field in spec.params.model_fields.items():
+    """Every option as `section.key = default: description`, each loss's parameters included."""
+    lines = [schema_help(TrainConfig)]
+    for loss_name, params in LOSS_PARAMS.items():
+        for name, field in params.model_fields.items():
             # Parentheses, not [brackets]: the CLI help renders rich markup, which would eat "[capo]".
             lines.append(f"loss.{name} = {field.default!r} (loss {loss_name}): {field.description}")
     return "\n".join(lines)
+
