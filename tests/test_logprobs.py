@@ -1,6 +1,10 @@
-"""The chunked completion log-probs against the obvious full-logits computation: values and gradients."""
+"""The chunked completion log-probs against the obvious full-logits computation: values and gradients,
+for plain, PEFT-wrapped and engine-wrapped models, keeping only the decoder's last hidden state."""
 
 from __future__ import annotations
+
+import gc
+import weakref
 
 import pytest
 import torch
@@ -107,3 +111,76 @@ def test_in_place_logsumexp_matches_torch_and_keeps_infinities():
     got = _logsumexp_in_place(logits.clone())
     assert torch.allclose(got[[0, 1, 3, 4]], expected[[0, 1, 3, 4]], rtol=0, atol=1e-10)
     assert got[2] == float("-inf") and expected[2] == float("-inf")
+
+
+def _spy_on_layer_outputs(model) -> list:
+    """Weak references to every decoder layer's output, filled as the model runs."""
+    outputs = []
+    for layer in model.model.layers:
+        layer.register_forward_hook(
+            lambda _m, _a, out: outputs.append(weakref.ref(out[0] if isinstance(out, tuple) else out)))
+    return outputs
+
+
+def test_only_the_last_hidden_state_outlives_the_forward(tokenizer, monkeypatch):
+    """Without grad (the reference pass, scoring) no layer's hidden states are alive while the head
+    runs: `output_hidden_states=True` kept all of them (at 8B, 33 x batch x length x 4,096 values)."""
+    import xlpo.logprobs as logprobs
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=2))
+    with torch.no_grad():
+        want = naive_completion_logprobs(model, *_awkward_batch(tokenizer))
+    layer_outputs = _spy_on_layer_outputs(model)
+    alive_at_head = []
+    real_head = logprobs.token_logprobs
+
+    def head_counting_live_states(*args, **kwargs):
+        gc.collect()
+        alive_at_head.append(sum(ref() is not None for ref in layer_outputs))
+        return real_head(*args, **kwargs)
+
+    monkeypatch.setattr(logprobs, "token_logprobs", head_counting_live_states)
+    with torch.no_grad():
+        got = completion_logprobs(model, *_awkward_batch(tokenizer))
+    torch.testing.assert_close(got.sum, want.sum, atol=1e-5, rtol=1e-5)
+    assert len(layer_outputs) == 6 and alive_at_head == [0]
+
+
+class _Engine(torch.nn.Module):
+    """Stands in for DDP / a DeepSpeed engine: the real model in `.module`, calls counted."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module, self.calls = module, 0
+
+    def forward(self, **kwargs):
+        self.calls += 1
+        return self.module(**kwargs)
+
+
+@pytest.mark.parametrize("wrapping", ["peft", "engine", "engine+peft"])
+def test_wrapped_models_are_called_through_their_own_forward(tiny_model_dir, tokenizer, wrapping):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    if "peft" in wrapping:  # non-zero LoRA weights, so the adapter changes the result
+        model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    outer = _Engine(model) if "engine" in wrapping else model
+    batch = _awkward_batch(tokenizer)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    got = completion_logprobs(outer, *batch, chunk_size=5)
+    got_grads = torch.autograd.grad(got.sum.sum(), params, allow_unused=True)
+    want = naive_completion_logprobs(model, *batch)
+    want_grads = torch.autograd.grad(want.sum.sum(), params, allow_unused=True)
+
+    torch.testing.assert_close(got.sum, want.sum, atol=1e-5, rtol=1e-5)
+    for g, wg in zip(got_grads, want_grads):
+        torch.testing.assert_close(g, wg, atol=1e-5, rtol=1e-4)
+    if "engine" in wrapping:
+        assert outer.calls == 1  # its forward (and so its hooks) ran

@@ -134,9 +134,12 @@ def _unwrap(model):
 
 
 def output_head(model):
-    """(weight, bias, softcap) of a plain linear output layer, or None when the head is unusual."""
+    """(weight, bias, softcap) of a plain linear output layer, or None when the head is unusual or
+    no decoder separate from the head can be found (`last_hidden_state` reads the decoder's output)."""
     inner = _unwrap(model)
     config = getattr(inner, "config", None)
+    if inner.get_decoder() is inner:
+        return None
     head = inner.get_output_embeddings()
     if head is None or not isinstance(head, torch.nn.Linear):
         return None
@@ -196,41 +199,101 @@ class ScoredRows:
         return torch.bincount(self.sequences, minlength=self.num_sequences).float()
 
 
-def shared_prompt_unsupported(model, longest_row: int) -> str | None:
+# Architectures whose shared rows tests/test_shared_prompt.py proves equal to two rows (values and
+# gradients): their positions come only from rotary embeddings of `position_ids`, and SDPA/eager attention
+# takes the 4D mask as given. Anything else gets two rows: being wrong silently costs more than the saving.
+SHARED_PROMPT_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text",
+                                       "gemma3", "phi3", "olmo2"})
+# Rotary variants tested. "dynamic" and "longrope" choose their frequencies from the largest position id
+# in the batch, which restarted position ids keep equal to that of the longest two-row row.
+SHARED_PROMPT_ROPE_TYPES = frozenset({"default", "linear", "dynamic", "llama3", "longrope", "yarn"})
+
+
+def shared_prompt_unsupported(model, longest_sequence: int) -> str | None:
     """Why chosen and rejected cannot share their prompt in one row on `model`, or None when they can.
 
-    Sharing needs a custom 4D attention mask and position ids: SDPA and eager attention take them;
-    flash-attention and other kernels do not, a sliding window shorter than a row would be lost
-    (the 4D mask replaces the model's own), and remote model code may build its masks its own way.
+    `longest_sequence` is the longest prompt + answer. Sharing is allowed only where tested exact:
+    an architecture in SHARED_PROMPT_MODEL_TYPES with SDPA or eager attention (flash-attention and
+    other kernels take no custom mask), a tested rotary variant, no Hub model code (it may build its
+    own masks), and no sliding window shorter than a sequence (the 4D mask replaces the model's own).
+    Text settings are read from `get_text_config()`: multimodal models keep them in `text_config`.
     """
     config = getattr(_unwrap(model), "config", None)
-    impl = getattr(config, "_attn_implementation", None)
+    text = _text_config(config)
+    impl = getattr(text, "_attn_implementation", None) or getattr(config, "_attn_implementation", None)
     if impl not in ("sdpa", "eager"):
         return f"attention implementation '{impl}' takes no custom attention mask"
-    window = getattr(config, "sliding_window", None)
-    if isinstance(window, int) and getattr(config, "use_sliding_window", True) and window < longest_row:
-        return f"sliding window {window} is shorter than the longest shared row ({longest_row} tokens)"
     if getattr(config, "auto_map", None):
         return "model code from the Hub (auto_map) may build its own attention masks"
+    model_type = getattr(config, "model_type", None)
+    if _uses_alibi(text):
+        return f"'{model_type}' uses ALiBi, whose position biases follow the distance in the row, not position ids"
+    if model_type not in SHARED_PROMPT_MODEL_TYPES:
+        return f"model type '{model_type}' is not among those tested exact with shared rows"
+    untested = sorted(_rope_types(text) - SHARED_PROMPT_ROPE_TYPES)
+    if untested:
+        return f"rotary scaling '{untested[0]}' is not among those tested exact with shared rows"
+    window = getattr(text, "sliding_window", None)
+    if isinstance(window, int) and getattr(text, "use_sliding_window", True) and window < longest_sequence:
+        return f"sliding window {window} is shorter than the longest prompt + answer ({longest_sequence} tokens)"
     return None
+
+
+def _text_config(config):
+    """The settings of the language model: `text_config` for multimodal models, else the config itself."""
+    get = getattr(config, "get_text_config", None)
+    return get() if callable(get) else config
+
+
+def _uses_alibi(text) -> bool:
+    # Bloom always uses ALiBi; Falcon has a flag; MPT keeps it in attn_config.
+    attn_config = getattr(text, "attn_config", None)
+    return (getattr(text, "model_type", None) == "bloom" or bool(getattr(text, "alibi", False))
+            or bool(getattr(attn_config, "alibi", False)))
+
+
+def _rope_types(text) -> set[str]:
+    """Every rotary variant a config names; per-layer-type settings (Gemma-3) are a dict of dicts."""
+    params = getattr(text, "rope_parameters", None) or {}
+    nested = bool(params) and all(isinstance(v, dict) for v in params.values())
+    groups = params.values() if nested else [params]
+    return {group.get("rope_type", "default") for group in groups}
 
 
 def sequence_logprobs(model, rows: ScoredRows, chunk_size: int | None = None) -> CompletionLogps:
     """Summed log-prob of each sequence's scored tokens (see `ScoredRows`).
 
-    The model is called through its own forward (so DDP/DeepSpeed hooks run) with logits for one
-    position only; the hidden states feed the chunked head.
+    The model is called through its own forward (so DDP/DeepSpeed/PEFT hooks run); the decoder's
+    last hidden state feeds the chunked head.
     """
     head = output_head(model)
     if head is None:
         return naive_sequence_logprobs(model, rows)
     weight, bias, softcap = head
-    out = model(input_ids=rows.input_ids, attention_mask=_attention_for(model, rows.attention_mask),
-                position_ids=rows.position_ids, output_hidden_states=True, logits_to_keep=1, use_cache=False)
-    hidden = out.hidden_states[-1].flatten(0, 1)[rows.sources]
-    per_token = token_logprobs(hidden, weight, bias, rows.targets, chunk_size, softcap)
+    hidden = last_hidden_state(model, input_ids=rows.input_ids, position_ids=rows.position_ids,
+                               attention_mask=_attention_for(model, rows.attention_mask))
+    per_token = token_logprobs(hidden.flatten(0, 1)[rows.sources], weight, bias, rows.targets, chunk_size, softcap)
     sums = torch.zeros(rows.num_sequences, dtype=per_token.dtype, device=per_token.device)
     return CompletionLogps(sum=sums.index_add(0, rows.sequences, per_token), tokens=rows.token_counts())
+
+
+def last_hidden_state(model, **inputs) -> Tensor:
+    """The decoder's final (normalised) hidden states, (R, L, H), from a call of `model` itself.
+
+    Calling the outer model keeps the DDP/DeepSpeed/PEFT forward hooks; a forward hook on the decoder
+    picks up its output, so no other layer's states are kept (`output_hidden_states=True` would hold
+    every layer's: GBs at 8B without grad), and logits are computed for one position only.
+    """
+    captured: list[Tensor] = []
+    handle = _unwrap(model).get_decoder().register_forward_hook(
+        lambda _module, _args, output: captured.append(output[0]))
+    try:
+        model(**{"use_cache": False, **inputs}, logits_to_keep=1)
+    finally:
+        handle.remove()
+    if len(captured) != 1:
+        raise RuntimeError(f"expected one decoder call per forward, saw {len(captured)}")
+    return captured[0]
 
 
 def naive_sequence_logprobs(model, rows: ScoredRows) -> CompletionLogps:
@@ -247,7 +310,7 @@ def _attention_for(model, mask: Tensor | None) -> Tensor | None:
     """What the model's forward gets: no mask for right padding, a 4D mask in the form its attention reads."""
     if mask is None or mask.dim() == 2:
         return _mask_if_needed(mask)
-    config = getattr(_unwrap(model), "config", None)
+    config = _text_config(getattr(_unwrap(model), "config", None))
     if getattr(config, "_attn_implementation", None) == "eager":
         # Eager attention adds the mask to the scores: 0 where allowed, the dtype's minimum elsewhere.
         dtype = getattr(_unwrap(model), "dtype", torch.float32)

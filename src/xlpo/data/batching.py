@@ -165,7 +165,8 @@ def shared_prompt_rows(prompts, chosen, rejected, pad_id: int, pad_to_multiple_o
 
 def prompt_sharing_blocker(model, pairs: list[TokenizedPair]) -> str | None:
     """Why these pairs cannot share their prompts in one row on `model`, or None when they can."""
-    longest = max((len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pairs), default=0)
+    # A sliding window matters when a sequence of the two-row layout (prompt + one answer) exceeds it.
+    longest = max((len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids)) for p in pairs), default=0)
     return shared_prompt_unsupported(model, longest)
 
 

@@ -17,7 +17,7 @@ import torch
 
 from xlpo.data.batching import pad_sequences
 from xlpo.data.tokenize import PairTokenizer
-from xlpo.logprobs import output_head, token_logprobs
+from xlpo.logprobs import last_hidden_state, output_head, token_logprobs
 from xlpo.models import eval_mode
 
 
@@ -65,7 +65,7 @@ def _rows_logprobs(model, input_ids, completion_mask, past, chunk_size):
         per_token = torch.log_softmax(logits[:, :-1][target_mask], dim=-1).gather(1, targets[:, None]).squeeze(1)
     else:
         weight, bias, softcap = head
-        hidden = model(**kwargs, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
+        hidden = last_hidden_state(model, **kwargs)
         per_token = token_logprobs(hidden[:, :-1][target_mask], weight, bias, targets, chunk_size, softcap)
     sums = torch.zeros(input_ids.shape[0], dtype=per_token.dtype, device=input_ids.device)
     return sums.index_add(0, rows, per_token)
