@@ -1,4 +1,8 @@
-"""Analysis metrics against hand-computed values, and `xlpo analyze` end to end on synthetic runs."""
+"""Analysis metrics against hand-computed values, and `xlpo analyze` end to end on synthetic runs.
+
+The synthetic runs are written the way the experiment command writes them: one group per method,
+its runs "<method>-s<seed>" are replicates. tests/test_analysis_null.py holds the simulations.
+"""
 
 from __future__ import annotations
 
@@ -8,29 +12,29 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.stats import t as student_t
 
 from xlpo.errors import UserError
-from xlpo.eval.analysis import (
-    accuracy_difference,
-    accuracy_table,
-    alpha_sweep,
-    analyze,
-    fisher_interval,
-    kde_shift,
-    kde_weighted_mean,
-    kde_weighted_means,
-    load_run,
-    load_training_log,
-    pearson,
-    reward_differences,
-    tokenization_diagnostics,
-)
+from xlpo.eval.analysis.accuracy import accuracy_table, reward_differences
+from xlpo.eval.analysis.compare import accuracy_comparison, mean_difference, shift_comparison, statistic_difference
+from xlpo.eval.analysis.correlation import fisher_interval, pearson
+from xlpo.eval.analysis.driver import analyze
+from xlpo.eval.analysis.groups import Group, alpha_sweep, group_accuracy, group_runs
+from xlpo.eval.analysis.kde import kde_weighted_mean, kde_weighted_means
+from xlpo.eval.analysis.paper import claim_best_everywhere, claim_shift_everywhere
+from xlpo.eval.analysis.runs import ScoredRun, load_run, load_training_log, tokenization_diagnostics
 
 
 def _row(i, lang, a, b, tc=10, tr=10, ref=None, chars=(40, 40)):
     return {"id": f"p{i}", "lang": lang, "logp_chosen": a, "logp_rejected": b, "tokens_chosen": tc,
             "tokens_rejected": tr, "chars_chosen": chars[0], "chars_rejected": chars[1],
             "ref_logp_chosen": None if ref is None else ref[0], "ref_logp_rejected": None if ref is None else ref[1]}
+
+
+def _group(label, *row_lists, method="dpo"):
+    """A group of runs (one per row list, seeds 1, 2, ...) held in memory."""
+    return Group(label, [ScoredRun(f"{label}-s{k}", method, Path("."), {"group": label, "seed": k}, rows)
+                         for k, rows in enumerate(row_lists, 1)])
 
 
 # --------------------------------------------------------------------------------------------- accuracy
@@ -82,20 +86,20 @@ def test_accuracy_ci_seeded_contains_point_and_degenerate():
     # no bootstrap
     assert accuracy_table(good, n_boot=0)["all"]["sum"]["lo"] is None
     with pytest.raises(ValueError):
-        accuracy_table(good, beta=0.0)
-    assert accuracy_table(good, beta=0.1)["all"] == accuracy_table(good, beta=2.0)["all"]  # beta scales, no change
+        accuracy_table(good, n_boot=-1)
 
 
 def test_accuracy_difference_paired():
     base = [_row(0, "de", -1, -2), _row(1, "de", -2, -1), _row(2, "it", -2, -1), _row(3, "it", -2, -1)]
     targ = [_row(0, "de", -1, -2), _row(1, "de", -1, -2), _row(2, "it", -1, -2), _row(3, "it", -2, -1),
             _row(9, "it", -1, -2)]  # p9 unmatched: ignored
-    d = accuracy_difference(base, targ, n_boot=200, seed=0)
-    assert d["matched_pairs"] == 4
-    assert d["languages"]["de"]["diff"] == pytest.approx(0.5)   # 1.0 - 0.5
-    assert d["languages"]["it"]["diff"] == pytest.approx(0.5)   # 0.5 - 0.0
-    assert d["all"]["diff"] == pytest.approx(0.5) and d["macro"]["diff"] == pytest.approx(0.5)
-    assert d["all"]["lo"] <= 0.5 <= d["all"]["hi"]
+    d = accuracy_comparison(_group("t", targ), _group("b", base))
+    assert d.pooled.n == 4
+    assert d.languages["de"].diff == pytest.approx(0.5)   # 1.0 - 0.5
+    assert d.languages["it"].diff == pytest.approx(0.5)   # 0.5 - 0.0
+    assert d.pooled.diff == pytest.approx(0.5) and d.macro.diff == pytest.approx(0.5)
+    assert d.pooled.lo <= 0.5 <= d.pooled.hi
+    assert not d.pooled.covers_seeds and d.pooled.status == "underpowered"  # one seed each, 4 pairs
 
 
 # --------------------------------------------------------------------------------------------- reward differences, KDE
@@ -139,17 +143,18 @@ def test_kde_shift_sign_and_pairing():
         m = float(rng.normal(0, 2))
         base.append(_row(i, lang, -20 + m, -20))
         targ.append(_row(i, lang, -20 + m + (1.0 if lang == "de" else -2.0), -20))
-    s = kde_shift(base, targ, n_boot=50, seed=0)
-    assert s["de"]["shift"] == pytest.approx(1.0, abs=1e-3) and s["de"]["paired"]
-    assert s["vi"]["shift"] == pytest.approx(-2.0, abs=1e-3)
+    s = shift_comparison(_group("t", targ), _group("b", base), n_boot=50, seed=0)
+    assert s.languages["de"].diff == pytest.approx(1.0, abs=1e-3) and s.languages["de"].n == 30
+    assert s.languages["vi"].diff == pytest.approx(-2.0, abs=1e-3)
     # a constant per-pair shift: every paired resample gives the same shift
-    assert s["de"]["lo"] == pytest.approx(1.0, abs=1e-3) and s["de"]["hi"] == pytest.approx(1.0, abs=1e-3)
-    assert s["all"]["shift"] == pytest.approx(-0.5, abs=1e-3)
-    assert s["de"]["mean_shift"] == pytest.approx(1.0)
-    rev = kde_shift(targ, base, n_boot=0)
-    assert rev["de"]["shift"] == pytest.approx(-1.0, abs=1e-3) and rev["de"]["lo"] is None
-    unpaired = kde_shift(base[:29] + base[30:], targ, n_boot=20)
-    assert not unpaired["de"]["paired"] and unpaired["de"]["lo"] < unpaired["de"]["hi"]
+    assert s.languages["de"].lo == pytest.approx(1.0, abs=1e-3) and s.languages["de"].hi == pytest.approx(1.0, abs=1e-3)
+    assert s.pooled.diff == pytest.approx(-0.5, abs=1e-3)
+    assert shift_comparison(_group("t", targ), _group("b", base), method="mean").languages["de"].diff == pytest.approx(1.0)
+    rev = shift_comparison(_group("b", base), _group("t", targ), n_boot=0)
+    assert rev.languages["de"].diff == pytest.approx(-1.0, abs=1e-3) and rev.languages["de"].lo is None
+    # runs that scored different pairs are compared on the pairs both scored
+    unpaired = shift_comparison(_group("t", targ), _group("b", base[:29] + base[30:]), n_boot=20)
+    assert unpaired.languages["de"].n == 29 and unpaired.languages["de"].lo <= unpaired.languages["de"].hi
 
 
 # --------------------------------------------------------------------------------------------- correlation
@@ -206,11 +211,14 @@ WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu 
 
 
 def make_synthetic_runs(root: Path, langs=LANGS, per_lang: int = 30, steps: int = 20, seed: int = 0,
-                        sweep: bool = True, name_override: dict | None = None) -> tuple[list[Path], Path]:
+                        sweep: bool = True, name_override: dict | None = None, seeds=(42, 7),
+                        gains: dict | None = None) -> tuple[list[Path], Path]:
     """Scored runs (base, dpo, simpo, dpo_nll, capo, capo alpha sweep, capo inverse) and their data file.
 
-    CAPO's margin gain grows with the language's edit rate (low BLEU), so the BLEU-shift
-    correlation is negative by construction, as in the paper.
+    Each trained method is a group of runs "<method>-s<seed>" (scoring.json "group" and "seed", as
+    the experiment command writes them), one per seed in `seeds`; the base model is one run. Seeds
+    shift a run's margins a little, per language. CAPO's margin gain grows with the language's edit
+    rate (low BLEU), so the BLEU-shift correlation is negative by construction, as in the paper.
     """
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
@@ -235,45 +243,59 @@ def make_synthetic_runs(root: Path, langs=LANGS, per_lang: int = 30, steps: int 
                   ("capo-inverse", "capo", {"beta": 0.1, "alpha": 2.0, "rrm": "inverse"}, 2.5)]
     base_scores = {}
     dirs = []
-    for name, method, params, gain in specs:
-        run = root / "runs" / name
-        run.mkdir(parents=True, exist_ok=True)
-        rows = []
-        for pid, lang, cc, cr in ((p[0], p[1], p[2], p[3]) for p in pairs):
-            m0 = dict((p[0], p[4]) for p in pairs)[pid]
-            tc, tr = max(1, round(cc * TOKENS_PER_CHAR[lang])), max(1, round(cr * TOKENS_PER_CHAR[lang]))
-            lp_r = -1.5 * tr + float(rng.normal(0, 1))
-            extra = gain * (1 + 4 * EDIT_RATE[lang]) if method == "capo" else gain
-            lp_c = lp_r - 1.0 + m0 + extra + float(rng.normal(0, 0.5))
-            if name == "base":
-                base_scores[pid] = (lp_c, lp_r)
-            ref = base_scores[pid] if method in ("dpo", "dpo_nll") else (None, None)
-            rows.append({"id": pid, "lang": lang, "logp_chosen": lp_c, "logp_rejected": lp_r, "tokens_chosen": tc,
-                         "tokens_rejected": tr, "chars_chosen": cc, "chars_rejected": cr,
-                         "ref_logp_chosen": ref[0], "ref_logp_rejected": ref[1]})
-        (run / "scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        train_dir = None
-        if params is not None:
-            train_dir = root / "train" / name
-            train_dir.mkdir(parents=True, exist_ok=True)
-            start = 0.693 - 0.1 * params.get("alpha", 0.0)
-            with open(train_dir / "metrics.jsonl", "w", encoding="utf-8") as f:
-                for step in range(1, steps + 1):
-                    loss = start * math.exp(-step / (steps * (1.0 + 0.2 * params.get("alpha", 0.0))))
-                    rec = {"step": step, "loss": loss + float(rng.normal(0, 0.02)),
-                           "rewards/accuracies": min(1.0, 0.4 + 0.02 * step + float(rng.normal(0, 0.05)))}
-                    for lang in langs:
-                        rec[f"rewards/accuracies/{lang}"] = float(rng.uniform(0.3, 1.0))
-                    f.write(json.dumps(rec) + "\n")
-            (train_dir / "config.yaml").write_text(
-                f"loss:\n  name: {method}\ndata:\n  train: {data_file}\ntraining:\n  seed: 42\n", encoding="utf-8")
-            (train_dir / "train_summary.json").write_text(json.dumps({"loss": method, "loss_params": params}))
-        meta = {"name": (name_override or {}).get(name, name), "method": method, "loss_params": params,
-                "model": "embedded", "adapter": None if train_dir is None else str(train_dir / "adapter"),
-                "beta": 0.1, "data": str(data_file), "train_dir": None if train_dir is None else str(train_dir)}
-        (run / "scoring.json").write_text(json.dumps(meta), encoding="utf-8")
-        dirs.append(run)
+    for group, method, params, gain in specs:
+        gain = (gains or {}).get(group, gain)
+        label = (name_override or {}).get(group, group)
+        for train_seed in (None,) if params is None else seeds:
+            name = label if train_seed is None else f"{label}-s{train_seed}"
+            run_dir = _synthetic_run(root, name, method, params, gain, train_seed, pairs, base_scores, langs, steps,
+                                     data_file, rng)
+            meta = json.loads((run_dir / "scoring.json").read_text())
+            meta.update(group=label, seed=train_seed)
+            (run_dir / "scoring.json").write_text(json.dumps(meta), encoding="utf-8")
+            dirs.append(run_dir)
     return dirs, data_file
+
+
+def _synthetic_run(root, name, method, params, gain, train_seed, pairs, base_scores, langs, steps, data_file, rng):
+    run = root / "runs" / name
+    run.mkdir(parents=True, exist_ok=True)
+    seed_effect = {lang: float(rng.normal(0, 0.15)) if params else 0.0 for lang in langs}
+    rows = []
+    for pid, lang, cc, cr, m0 in pairs:
+        tc, tr = max(1, round(cc * TOKENS_PER_CHAR[lang])), max(1, round(cr * TOKENS_PER_CHAR[lang]))
+        lp_r = -1.5 * tr + float(rng.normal(0, 1))
+        extra = gain * (1 + 4 * EDIT_RATE[lang]) if method == "capo" else gain
+        lp_c = lp_r - 1.0 + m0 + extra + seed_effect[lang] + float(rng.normal(0, 0.5))
+        if params is None:
+            base_scores[pid] = (lp_c, lp_r)
+        ref = base_scores[pid] if method in ("dpo", "dpo_nll") else (None, None)
+        rows.append({"id": pid, "lang": lang, "logp_chosen": lp_c, "logp_rejected": lp_r, "tokens_chosen": tc,
+                     "tokens_rejected": tr, "chars_chosen": cc, "chars_rejected": cr,
+                     "ref_logp_chosen": ref[0], "ref_logp_rejected": ref[1]})
+    (run / "scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    train_dir = None
+    if params is not None:
+        train_dir = root / "train" / name
+        train_dir.mkdir(parents=True, exist_ok=True)
+        start = 0.693 - 0.1 * params.get("alpha", 0.0)
+        with open(train_dir / "metrics.jsonl", "w", encoding="utf-8") as f:
+            for step in range(1, steps + 1):
+                loss = start * math.exp(-step / (steps * (1.0 + 0.2 * params.get("alpha", 0.0))))
+                rec = {"step": step, "loss": loss + float(rng.normal(0, 0.02)),
+                       "rewards/accuracies": min(1.0, 0.4 + 0.02 * step + float(rng.normal(0, 0.05)))}
+                for lang in langs:
+                    rec[f"rewards/accuracies/{lang}"] = float(rng.uniform(0.3, 1.0))
+                f.write(json.dumps(rec) + "\n")
+        (train_dir / "config.yaml").write_text(
+            f"loss:\n  name: {method}\ndata:\n  train: {data_file}\ntraining:\n  seed: {train_seed}\n",
+            encoding="utf-8")
+        (train_dir / "train_summary.json").write_text(json.dumps({"loss": method, "loss_params": params}))
+    meta = {"name": name, "method": method, "loss_params": params,
+            "model": "embedded", "adapter": None if train_dir is None else str(train_dir / "adapter"),
+            "beta": 0.1, "data": str(data_file), "train_dir": None if train_dir is None else str(train_dir)}
+    (run / "scoring.json").write_text(json.dumps(meta), encoding="utf-8")
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -290,9 +312,12 @@ def test_analyze_end_to_end(synthetic):
     for name in ("results.json", "report.md", "report.html"):
         assert (out / name).is_file() and (out / name).stat().st_size > 500
     saved = json.loads((out / "results.json").read_text())
-    assert saved["config"]["baseline_run"] == "dpo" and saved["config"]["target_run"] == "capo"
+    assert saved["config"]["baseline_group"] == "dpo" and saved["config"]["target_group"] == "capo"
     assert saved["versions"]["numpy"] == np.__version__ and saved["seeds"]["bootstrap"] == 0
-    assert saved["seeds"]["train:capo"] == 42
+    assert saved["seeds"]["runs"]["capo-s42"] == 42 and saved["seeds"]["runs"]["capo-s7"] == 7
+    groups = {g["label"]: g for g in saved["groups"]}
+    assert groups["capo"]["runs"] == ["capo-s42", "capo-s7"] and groups["capo"]["seeds"] == [42, 7]
+    assert groups["base"]["runs"] == ["base"] and not groups["base"]["trained"] and groups["base"]["replicated"]
     assert set(saved["plots"]) == {"accuracy", "kde", "shift", "bleu_shift", "training", "alpha", "tokenization"}
     for rel in saved["plots"].values():
         png = (out / rel).read_bytes()
@@ -303,8 +328,8 @@ def test_analyze_end_to_end(synthetic):
     assert bleu["de"] > bleu["zh"] > bleu["ar"] > bleu["vi"]
     # CAPO's gain grows with the edit rate: shift > 0 everywhere, negative correlation with BLEU
     shift = saved["shift"]["grid"]
-    assert all(shift[k]["shift"] > 0 for k in LANGS)
-    assert shift["vi"]["shift"] > shift["de"]["shift"]
+    assert all(shift[k]["diff"] > 0 for k in LANGS)
+    assert shift["vi"]["diff"] > shift["de"]["diff"]
     corr = saved["correlation"]["grid"]
     assert corr["n"] == 4 and corr["r"] < -0.8
     # alpha sweep: capo-a1, capo, capo-a4 (paper orientation) and capo-inverse
@@ -312,19 +337,20 @@ def test_analyze_end_to_end(synthetic):
     assert set(sweep) == {"capo-a1", "capo", "capo-a4", "capo-inverse"}
     assert sweep["capo-a4"]["final_loss"] < sweep["capo-a1"]["final_loss"]
     # the comparison plots leave out the sweep siblings but keep the inverse orientation
-    compared = [r["name"] for r in saved["runs"] if r["compared"]]
+    compared = [g["label"] for g in saved["groups"] if g["compared"]]
     assert compared == ["base", "dpo", "simpo", "dpo_nll", "capo", "capo-inverse"]
     verdicts = {v["claim"]: v for v in saved["against_paper"]}
     assert verdicts["capo has higher average reward accuracy than dpo"]["verdict"] == "agrees"
     assert verdicts["capo is worse than dpo in en"]["verdict"] == "cannot check"  # no en in the data
-    assert verdicts["evaluation accuracy drops for alpha > 2"]["verdict"] in ("agrees", "partly agrees")
+    assert verdicts["evaluation accuracy drops for alpha > 2"]["verdict"] == "agrees"
     orient = saved["rrm_orientation"]
     assert orient["paper"] == "capo" and orient["inverse"] == "capo-inverse"
     assert any(v["verdict"] == "cannot check" for v in saved["against_paper"])
-    assert all(v["verdict"] in ("agrees", "contradicts", "inconclusive", "partly agrees", "cannot check")
-               for v in saved["against_paper"])
+    assert all(v["verdict"] in saved["legend"]["verdicts"] for v in saved["against_paper"])
     md = (out / "report.md").read_text()
-    for heading in ("## Setup", "## Reward accuracy per language", "## Reward-difference distributions",
+    assert md.index("## Headline") < md.index("## Against the paper") < md.index("## Setup")
+    for heading in ("## Setup", "## Seed-to-seed spread", "## Reward accuracy per language",
+                    "## Reward-difference distributions",
                     "## Shift and BLEU correlation", "## Training curves", "## Alpha sweep",
                     "## Tokenization diagnostics", "## Against the paper"):
         assert heading in md
@@ -333,9 +359,9 @@ def test_analyze_end_to_end(synthetic):
 
 def test_analyze_missing_methods_says_so(tmp_path):
     dirs, _ = make_synthetic_runs(tmp_path, langs=("de", "it"), per_lang=12, steps=5, sweep=False)
-    only = [d for d in dirs if d.name in ("base", "capo")]
+    only = [d for d in dirs if d.name in ("base", "capo-s42", "capo-s7")]
     res = analyze(only, tmp_path / "r", n_boot=0, plots=False)
-    assert res["config"]["baseline_run"] is None and res["shift"]["grid"] == {}
+    assert res["config"]["baseline_group"] is None and res["shift"]["grid"] == {}
     v = {x["claim"]: x for x in res["against_paper"]}
     assert v["capo has higher average reward accuracy than dpo"]["verdict"] == "cannot check"
     assert "no scored run for dpo" in v["capo has higher average reward accuracy than dpo"]["detail"]
@@ -357,13 +383,15 @@ def test_load_run_errors(tmp_path):
 
 
 def test_ambiguous_target_and_alpha_sweep_helper(tmp_path):
-    dirs, _ = make_synthetic_runs(tmp_path, langs=("de",), per_lang=8, steps=4)
-    without_main = [d for d in dirs if d.name != "capo"]  # "capo" is then only a method, held by 3 runs
+    dirs, _ = make_synthetic_runs(tmp_path, langs=("de",), per_lang=8, steps=4, seeds=(42,))
+    without_main = [d for d in dirs if d.name != "capo-s42"]  # "capo" is then only a method, held by 3 runs
     with pytest.raises(UserError, match="matches 3 runs"):
         analyze(without_main, tmp_path / "r", target="capo", n_boot=0, plots=False)
-    runs = [load_run(d) for d in dirs]
-    acc = {r.name: accuracy_table(r.rows, n_boot=0) for r in runs}
-    sweep = alpha_sweep(runs, acc, "capo")
+    with pytest.raises(UserError, match="one seed of group 'capo'"):
+        analyze(dirs, tmp_path / "r", target="capo-s42", n_boot=0, plots=False)
+    groups = group_runs([load_run(d) for d in dirs])
+    acc = {r.name: accuracy_table(r.rows, n_boot=0) for g in groups for r in g.runs}
+    sweep = alpha_sweep(groups, {g.label: group_accuracy(g, acc) for g in groups}, "capo")
     assert [(e["rrm"], e["alpha"]) for e in sweep] == [("inverse", 2.0), ("paper", 1.0), ("paper", 2.0),
                                                        ("paper", 4.0)]
 
@@ -408,7 +436,7 @@ def test_kde_weighted_means_match_scipy_gaussian_kde():
 def test_loss_params_defaults_filled(tmp_path):
     """A CAPO run whose config omitted alpha trained with the default: the analysis knows its alpha."""
     dirs, _ = make_synthetic_runs(tmp_path, langs=("de",), per_lang=5, steps=3, sweep=False)
-    capo = next(d for d in dirs if d.name == "capo")
+    capo = next(d for d in dirs if d.name == "capo-s42")
     meta = json.loads((capo / "scoring.json").read_text())
     (Path(meta["train_dir"]) / "train_summary.json").unlink()
     meta["loss_params"] = {"beta": 0.1}
@@ -429,3 +457,213 @@ def test_too_few_pairs_give_no_verdict(tmp_path):
     assert v["capo has higher average reward accuracy than dpo"] == "inconclusive"
     assert v["capo has the highest accuracy in every language except en"] == "inconclusive"
     assert v["capo shifts the reward-difference distribution to the right of dpo's in every language"] == "inconclusive"
+
+
+# --------------------------------------------------------------------------------------------- seeds as replicates
+
+def test_group_and_seed_from_scoring_json_or_training_config(tmp_path):
+    dirs, _ = make_synthetic_runs(tmp_path, langs=("de",), per_lang=4, steps=2, sweep=False)
+    capo = next(d for d in dirs if d.name == "capo-s7")
+    run = load_run(capo)
+    assert (run.group, run.seed, run.trained) == ("capo", 7, True)
+    meta = json.loads((capo / "scoring.json").read_text())
+    meta.pop("group"), meta.pop("seed")
+    (capo / "scoring.json").write_text(json.dumps(meta))
+    run = load_run(capo)
+    assert run.group == "capo-s7" and run.seed == 7  # its own group; the seed from the training config
+    base = load_run(next(d for d in dirs if d.name == "base"))
+    assert not base.trained and base.seed is None
+
+
+def test_group_runs_rejects_mixed_groups_and_repeated_seeds():
+    rows = [_row(0, "de", -1, -2)]
+    a = ScoredRun("a", "dpo", Path("."), {"group": "g", "seed": 1}, rows)
+    b = ScoredRun("b", "capo", Path("."), {"group": "g", "seed": 2}, rows)
+    with pytest.raises(UserError, match="differ in method"):
+        group_runs([a, b])
+    c = ScoredRun("c", "dpo", Path("."), {"group": "g", "seed": 1}, rows)
+    with pytest.raises(UserError, match="two runs with seed 1"):
+        group_runs([a, c])
+    e = ScoredRun("e", "capo", Path("."), {"seed": 2}, rows)  # no group: its own
+    groups = group_runs([a, ScoredRun("d", "dpo", Path("."), {"group": "g", "seed": 5}, rows), e])
+    assert [(g.label, [r.name for r in g.runs]) for g in groups] == [("g", ["a", "d"]), ("e", ["e"])]
+
+
+def _slow_interval(t, b, langs, t_trained, b_trained, macro):
+    """The seed-and-pair interval written out with loops (the obvious version of compare.mean_difference)."""
+    names = sorted(set(langs))
+    idx = {lang: [i for i in range(len(langs)) if langs[i] == lang] for lang in names}
+    weight = {lang: (1 / len(names) if macro else len(idx[lang]) / len(langs)) for lang in names}
+
+    def stat(row):
+        return sum(weight[lang] * sum(row[i] for i in idx[lang]) / len(idx[lang]) for lang in names)
+
+    ts, bs = [stat(r) for r in t], [stat(r) for r in b]
+    diff = sum(ts) / len(ts) - sum(bs) / len(bs)
+    parts = []
+    for s, trained in ((ts, t_trained), (bs, b_trained)):
+        if trained:
+            m = sum(s) / len(s)
+            parts.append((sum((x - m) ** 2 for x in s) / (len(s) - 1) / len(s), len(s) - 1))
+    d = [sum(r[i] for r in t) / len(t) - sum(r[i] for r in b) / len(b) for i in range(len(langs))]
+    pair = 0.0
+    for lang in names:
+        vals = [d[i] for i in idx[lang]]
+        m = sum(vals) / len(vals)
+        pair += weight[lang] ** 2 * sum((v - m) ** 2 for v in vals) / (len(vals) - 1) / len(vals)
+    parts.append((pair, len(langs) - len(names)))
+    var = sum(v for v, _ in parts)
+    df = var ** 2 / sum(v * v / k for v, k in parts)
+    half = student_t.ppf(0.975, df) * math.sqrt(var)
+    return diff, math.sqrt(var), df, diff - half, diff + half
+
+
+@pytest.mark.parametrize("macro", [False, True])
+@pytest.mark.parametrize("kb, b_trained", [(2, True), (3, True), (1, False)])
+def test_mean_difference_matches_the_slow_version(macro, kb, b_trained):
+    rng = np.random.default_rng(7)
+    langs = np.array(["de"] * 7 + ["zh"] * 12 + ["ar"] * 5)
+    t = (rng.random((3, langs.size)) < 0.6).astype(float)
+    b = (rng.random((kb, langs.size)) < 0.5).astype(float)
+    d = mean_difference(t, b, langs, (True, b_trained), macro=macro)
+    diff, se, df, lo, hi = _slow_interval(t.tolist(), b.tolist(), langs.tolist(), True, b_trained, macro)
+    assert (d.diff, d.se, d.df, d.lo, d.hi) == pytest.approx((diff, se, df, lo, hi), rel=1e-9)
+    assert d.covers_seeds and d.n == langs.size
+
+
+def test_a_languages_seed_variance_is_floored_at_the_methods_average():
+    """Two seeds that agree in one language by chance do not make that language's interval narrow."""
+    from xlpo.eval.analysis.compare import compare_means
+
+    langs = np.repeat(np.array(["de", "zh"]), 20)
+    t = np.zeros((2, 40))
+    t[:, :10] = 1.0  # de: both seeds 50%
+    t[0, 20:36], t[1, 20:24] = 1.0, 1.0  # zh: 80% and 20%
+    b = np.zeros((2, 40))
+    comp = compare_means(t, b, langs, (True, True), ("t", "b"), "accuracy sum")
+    own_zh, pooled = np.var([0.8, 0.2], ddof=1), np.var([0.8, 0.2], ddof=1) / 2  # de's own variance is 0
+    d = t.mean(axis=0)[:20]  # de's per-pair differences (the baseline is 0)
+    assert comp.languages["de"].se ** 2 == pytest.approx(pooled / 2 + d.var(ddof=1) / 20)
+    assert comp.languages["de"].seed_sd[0] == 0.0  # the observed spread is reported as it is
+    d = t.mean(axis=0)[20:]
+    assert comp.languages["zh"].se ** 2 == pytest.approx(own_zh / 2 + d.var(ddof=1) / 20)
+
+
+def test_one_trained_seed_covers_pairs_only_and_the_base_model_has_no_seed_spread():
+    rng = np.random.default_rng(8)
+    langs = np.array(["de"] * 40)
+    one, two = (rng.random((1, 40)) < 0.7) * 1.0, (rng.random((2, 40)) < 0.7) * 1.0
+    base = (rng.random((1, 40)) < 0.4) * 1.0
+    d = mean_difference(one, base, langs, (True, False))
+    assert not d.covers_seeds and d.status == "not established" and d.lo is not None  # pairs only
+    d = mean_difference(two, base, langs, (True, False))
+    assert d.covers_seeds and d.seed_sd[1] is None and d.seed_sd[0] == pytest.approx(two.mean(axis=1).std(ddof=1))
+
+
+def test_bootstrap_pair_variance_matches_the_analytic_one():
+    """statistic_difference with the plain mean as statistic estimates the analytic pair variance."""
+    rng = np.random.default_rng(9)
+    langs = np.repeat(np.array(["de", "zh"]), 60)
+    t, b = rng.normal(1.0, 2.0, (2, 120)), rng.normal(0.0, 2.0, (2, 120))
+    exact = mean_difference(t, b, langs, (False, False))
+    boot = statistic_difference(t, b, langs, (False, False), lambda x: x.mean(axis=1), 4000, np.random.default_rng(0))
+    assert boot.diff == pytest.approx(exact.diff) and boot.se == pytest.approx(exact.se, rel=0.05)
+
+
+# --------------------------------------------------------------------------------------------- verdict rules
+
+def _verdicts(results):
+    return {v["claim"]: v for v in results["against_paper"]}
+
+
+def test_ties_are_not_wins():
+    """Old rule: the target counted as highest in a language where it tied; now a tie is no evidence."""
+    rng = np.random.default_rng(10)
+    rows = [[_row(i, lang, float(m), 0.0) for i, (lang, m) in enumerate(zip(["de"] * 30 + ["zh"] * 30,
+                                                                              rng.normal(0, 1, 60)))]] * 2
+    same_t, same_b = _group("capo", *rows, method="capo"), _group("dpo", *rows)
+    comps = {"dpo": accuracy_comparison(same_t, same_b)}
+    assert claim_best_everywhere("capo", same_t, comps, [same_b]).verdict == "inconclusive"
+
+
+def test_one_language_below_zero_contradicts_every_language():
+    """Old rule: "partly agrees" when some languages were above 0 and one significantly below."""
+    rng = np.random.default_rng(11)
+    base, targ = [], []
+    for i in range(120):
+        lang = ("de", "zh", "ar")[i // 40]
+        m = float(rng.normal(0, 1))
+        base.append(_row(i, lang, m, 0.0))
+        targ.append(_row(i, lang, m + (-3.0 if lang == "ar" else 3.0) + float(rng.normal(0, 0.1)), 0.0))
+    targ2 = [dict(r, logp_chosen=r["logp_chosen"] + 0.05) for r in targ]
+    base2 = [dict(r, logp_chosen=r["logp_chosen"] - 0.05) for r in base]
+    s = shift_comparison(_group("capo", targ, targ2, method="capo"), _group("dpo", base, base2), n_boot=200)
+    assert [s.languages[k].status for k in ("ar", "de", "zh")] == ["below 0", "above 0", "above 0"]
+    assert claim_shift_everywhere("capo", "dpo", s).verdict == "contradicts"
+
+
+def test_method_claims_with_one_seed_are_not_established(tmp_path):
+    """Old rule: one run per method gave "agrees" from intervals over pairs alone."""
+    dirs, _ = make_synthetic_runs(tmp_path, per_lang=30, steps=4, seeds=(42,))
+    res = analyze(dirs, tmp_path / "r", n_boot=40, plots=False)
+    v = _verdicts(res)
+    for claim in ("capo has higher average reward accuracy than dpo",
+                  "capo has the highest accuracy in every language except en",
+                  "capo shifts the reward-difference distribution to the right of dpo's in every language",
+                  "BLEU(chosen, rejected) correlates negatively with the shift across languages",
+                  "evaluation accuracy drops for alpha > 2"):
+        assert v[claim]["verdict"] == "not established", claim
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "not established (one training seed" in md
+
+
+def test_alpha_is_compared_with_alpha_2_fixed_in_advance(tmp_path):
+    """Old rule: each alpha > 2 was compared with the best alpha <= 2 chosen on the same evaluation data."""
+    dirs, _ = make_synthetic_runs(tmp_path, langs=("de", "zh"), per_lang=20, steps=4, gains={"capo-a1": 4.0})
+    res = analyze(dirs, tmp_path / "r", n_boot=0, plots=False)
+    accs = {e["name"]: e["acc_sum"]["mean"] for e in res["alpha_sweep"] if e["rrm"] == "paper"}
+    assert accs["capo-a1"] > accs["capo"]  # alpha 1 is the best alpha <= 2 here ...
+    # ... yet the reference is alpha 2
+    assert res["alpha_reference"] == "capo" and set(res["alpha_differences"]) == {"capo-a4"}
+    assert "fixed in advance" in _verdicts(res)["evaluation accuracy drops for alpha > 2"]["compared"]
+
+
+def test_rows_say_what_was_compared_and_tested(synthetic):
+    _, _, _, res = synthetic
+    v = _verdicts(res)
+    acc = v["capo has higher average reward accuracy than dpo"]
+    assert "capo (2 seeds: 42, 7) vs dpo (2 seeds: 42, 7)" in acc["compared"]
+    assert acc["test"].startswith("the sign only") and "The size is not tested" in acc["detail"]
+    assert ("inside" in acc["detail"]) != ("outside" in acc["detail"])
+    assert all(x["verdict"] == "cannot check" or (x["compared"] and x["test"]) for x in v.values())
+    # the two loss claims hold by construction (CAPO starts near -log sigmoid(alpha), DPO at ln 2)
+    assert v["training loss decreases as alpha grows"]["verdict"] == "by construction"
+    assert "0.127" in v["training loss decreases as alpha grows"]["detail"]
+    assert v["capo's training loss is lower than dpo's from the start"]["verdict"] == "by construction"
+    # the BLEU note next to the correlation
+    assert "65.6 -> 57.6" in v["BLEU(chosen, rejected) correlates negatively with the shift across languages"]["detail"]
+    # the legend defines every verdict; "partly agrees" is gone
+    assert set(res["legend"]["verdicts"]) == {"agrees", "contradicts", "inconclusive", "not established",
+                                              "by construction", "cannot check"}
+    assert "partly" not in json.dumps(res["against_paper"])
+
+
+def test_headline(synthetic, tmp_path):
+    root, _, _, res = synthetic
+    h = res["headline"]
+    assert (h["base"], h["target"], h["baseline"]) == ("base", "capo", "dpo")
+    for definition in ("sum", "mean"):
+        rows = {r["lang"]: r for r in h["definitions"][definition]}
+        assert list(rows) == [*sorted(LANGS), "macro"]
+        assert set(rows["de"]["gains"]) == {"dpo", "simpo", "dpo_nll", "capo", "capo-inverse"}
+        assert rows["macro"]["target_minus_baseline"]["covers_seeds"]
+        assert rows["de"]["target_minus_baseline"]["diff"] == pytest.approx(
+            res["accuracy_difference"]["vs_baseline"][definition]["languages"]["de"]["diff"])
+    md = (root / "report" / "report.md").read_text()
+    assert md.index("## Headline") < md.index("**Accuracy gains (points), summed log-prob")
+    # a language with fewer pairs than MIN_PAIRS is flagged, not hidden
+    dirs, _ = make_synthetic_runs(tmp_path, langs=("de", "zh"), per_lang=6, steps=3, sweep=False)
+    small = analyze(dirs, tmp_path / "r", n_boot=0, plots=False)
+    rows = small["headline"]["definitions"]["sum"]
+    assert [r["lang"] for r in rows if r["underpowered"]] == ["de", "zh"]
+    assert "de (underpowered)" in (tmp_path / "r" / "report.md").read_text()

@@ -16,7 +16,6 @@ from xlpo.bench.mtbench import (
     DEFAULT_LANGUAGES,
     PAPER_LANGUAGES,
     available_languages,
-    comparison_table,
     derive_seed,
     load_questions,
     resolve_data_root,
@@ -511,16 +510,3 @@ def test_table_rows():
     assert rows == [["en", 8.0, 6.0, 7.0, 4, 0, 0, 0, 0], ["de", 6.0, 5.0, 5.5, 3, 0, 0, 1, 1],
                     ["Avg", 7.0, 5.5, 6.25, 7, 0, 0, 1, 1]]
     assert "not judged" not in title
-
-
-def test_comparison_table_like_capo_table_3():
-    base = {"languages": {"en": lang_result(0, 0, 6.0), "de": lang_result(0, 0, 5.0)}}
-    capo = {"benchmark": "mtbench", "results": {"languages": {"en": lang_result(0, 0, 7.0),
-                                                              "de": lang_result(0, 0, 6.5)}}}  # a results.json
-    partial = {"languages": {"en": lang_result(0, 0, 8.0), "ja": lang_result(0, 0, 4.0)}}
-    title, columns, rows = comparison_table({"DPO": base, "CAPO": capo, "other": partial})
-    assert "Table 3" in title and columns == ["Language", "DPO", "CAPO", "other"]
-    assert rows == [["en", 6.0, 7.0, 8.0], ["de", 5.0, 6.5, None], ["ja", None, None, 4.0],
-                    ["Avg", None, None, None]]
-    _, _, rows = comparison_table({"DPO": base, "CAPO": capo})
-    assert rows[-1] == ["Avg", 5.5, 6.75]

@@ -7,7 +7,7 @@ import re
 
 from test_analysis import make_synthetic_runs
 
-from xlpo.eval.analysis import analyze
+from xlpo.eval.analysis.driver import analyze
 from xlpo.eval.report import Para, Section, Table, render_html, render_markdown
 
 EVIL = "<script>alert(1)</script>"
@@ -30,7 +30,8 @@ def test_report_escapes_injected_strings(tmp_path):
                                   name_override={"simpo": EVIL + " $x^2$ | pipe"})
     _inject(tmp_path)
     res = analyze(dirs, tmp_path / "out", n_boot=30, note=EVIL)
-    assert EVIL in res["accuracy"]["dpo"]  # the language really went through
+    assert EVIL in res["accuracy"]["dpo-s42"]  # the language really went through
+    assert EVIL + " $x^2$ | pipe" in {g["label"] for g in res["groups"]}  # and the group label
     page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert "<script" not in page.lower()
     assert ESCAPED in page
@@ -42,7 +43,8 @@ def test_report_escapes_injected_strings(tmp_path):
     imgs = re.findall(r'<img src="([^"]+)"', page)
     assert imgs and all(i.startswith("data:image/png;base64,") for i in imgs)
     assert len(imgs) == len(res["plots"]) == 6 and "alpha" not in res["plots"]  # no sweep: no alpha plot
-    for anchor in ("setup", "paper", "accuracy", "kde", "shift", "training", "alpha", "tokenization"):
+    for anchor in ("headline", "setup", "seeds", "paper", "accuracy", "kde", "shift", "training", "alpha",
+                   "tokenization"):
         assert f'<section id="{anchor}">' in page
     md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
     assert "<script" not in md.lower() and ESCAPED in md
@@ -50,11 +52,13 @@ def test_report_escapes_injected_strings(tmp_path):
 
 
 def test_renderers_escape_every_block():
-    sections = [Section("s", EVIL, [Para(EVIL), Table([EVIL, "verdict"], [[EVIL, "agrees"], ["x", EVIL]], EVIL)])]
+    sections = [Section("s", EVIL, [Para(EVIL), Table([EVIL, "verdict"], [[EVIL, "agrees"], ["x", EVIL],
+                                                                          ["y", "not established"]], EVIL)])]
     results = {"runs": [{"name": EVIL}]}
     page = render_html(results, sections, {})
     assert "<script" not in page.lower() and page.count(ESCAPED) == 8  # runs line, nav, h2, para, caption, header, 2 cells
     assert '<td class="v-agrees">agrees</td>' in page
+    assert '<td class="v-not-established">not established</td>' in page
     md = render_markdown(results, sections, {})
     assert "<script" not in md.lower()
 
@@ -66,7 +70,7 @@ def test_report_without_optional_inputs(tmp_path):
         meta = json.loads((d / "scoring.json").read_text())
         meta.update(train_dir=None, data=None)
         (d / "scoring.json").write_text(json.dumps(meta))
-    keep = [d for d in dirs if d.name in ("dpo", "capo")]
+    keep = [d for d in dirs if d.name.startswith(("dpo-", "capo-"))]
     res = analyze(keep, tmp_path / "out", n_boot=20)
     assert res["bleu"]["file"] is None and res["correlation"]["grid"]["r"] is None
     assert set(res["plots"]) == {"accuracy", "kde", "shift", "tokenization"}

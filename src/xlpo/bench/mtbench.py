@@ -310,22 +310,3 @@ def table(results: Mapping) -> tuple[str, list[str], list[list]]:
                  sum(r["judged_without_reference"] for r in langs)])
     title = "MT-Bench, single-answer grading 1-10" + ("" if results.get("judged", True) else " (not judged)")
     return title, columns, rows
-
-
-def comparison_table(results_by_model: Mapping[str, Mapping]) -> tuple[str, list[str], list[list]]:
-    """CAPO Table 3's layout: one row per language plus Avg, one column per model (its average).
-
-    Values are results dicts (or whole results.json objects). A model's Avg is None unless it has a
-    score for every language of the table, so the Avg row always compares like with like.
-    """
-    per_model = {model: (r["results"] if "languages" not in r and "results" in r else r)["languages"]
-                 for model, r in results_by_model.items()}
-    languages: list[str] = []
-    for langs in per_model.values():
-        languages += [lang for lang in langs if lang not in languages]
-    rows = [[lang, *[langs.get(lang, {}).get("average") for langs in per_model.values()]] for lang in languages]
-    avg_row: list = ["Avg"]
-    for langs in per_model.values():
-        values = [langs.get(lang, {}).get("average") for lang in languages]
-        avg_row.append(None if not values or None in values else sum(values) / len(values))
-    return "MT-Bench average (CAPO Table 3 layout)", ["Language", *per_model], rows + [avg_row]

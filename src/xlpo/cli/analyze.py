@@ -15,8 +15,12 @@ from xlpo.cli import app, user_errors
 def analyze(
     run_dirs: Annotated[list[Path], typer.Argument(help="Scored run directories (scores.jsonl + scoring.json).")],
     out: Annotated[Path, typer.Option("--out", help="Output folder: report.html, report.md, results.json, plots/.")],
-    baseline: Annotated[str, typer.Option("--baseline", help="Baseline run name, or a method held by one run.")] = "dpo",
-    target: Annotated[str, typer.Option("--target", help="Target run name, or a method held by one run.")] = "capo",
+    baseline: Annotated[str, typer.Option(
+        "--baseline", help="Baseline group (scoring.json 'group', else a run's name), or a method held by one group."
+    )] = "dpo",
+    target: Annotated[str, typer.Option(
+        "--target", help="Target group (scoring.json 'group', else a run's name), or a method held by one group."
+    )] = "capo",
     data: Annotated[Optional[Path], typer.Option(
         "--data", help="Preference JSONL for BLEU(chosen, rejected); default: the target's training data.")] = None,
     n_boot: Annotated[int, typer.Option("--n-boot", min=0, help="Bootstrap resamples for the 95% intervals.")] = 1000,
@@ -26,31 +30,28 @@ def analyze(
     note: Annotated[Optional[str], typer.Option("--note", help="A line shown at the top of the report.")] = None,
 ) -> None:
     """Per-language reward accuracy with CIs, reward-difference KDEs and their shift, BLEU correlation,
-    training curves, alpha sweep, tokenization diagnostics, and a check against the CAPO paper."""
-    from rich.console import Console
+    training curves, alpha sweep, tokenization diagnostics, and a check against the CAPO paper.
+    Runs sharing a scoring.json 'group' are seeds of one method: method differences get intervals
+    over seeds and pairs, and the report opens with the headline gains."""
+    from rich.console import Console  # lazy: keeps `xlpo --help` fast
     from rich.table import Table
     from rich.text import Text
 
-    from xlpo.eval.analysis import analyze as run_analysis
+    from xlpo.eval.analysis.driver import analyze as run_analysis  # lazy: numpy, scipy and matplotlib
+    from xlpo.eval.report_sections import DEFINITION_NAMES, headline_table
 
     console = Console()
     results = run_analysis(run_dirs, out, baseline=baseline, target=target, data_file=data, n_boot=n_boot,
                            seed=seed, reward_kind=reward_kind, note=note)
-    names = [r["name"] for r in results["runs"]]
-    acc = results["accuracy"]
-    langs = sorted({k for n in names for k in acc[n] if k != "all"}) + ["all"]
-    table = Table(title="Reward accuracy (%), logp(chosen) > logp(rejected), 95% bootstrap CI")
-    table.add_column("lang")
-    for n in names:
-        table.add_column(Text(n), justify="right")  # Text: names are data, not rich markup
-    for lang in langs:
-        cells = []
-        for n in names:
-            e = acc[n].get(lang, {}).get("sum")
-            cells.append("–" if e is None else f"{e['acc'] * 100:.1f} [{e['lo'] * 100:.0f}, {e['hi'] * 100:.0f}]"
-                         if e["lo"] is not None else f"{e['acc'] * 100:.1f}")
-        table.add_row(Text(lang), *cells, end_section=lang == langs[-2] if len(langs) > 1 else False)
-    console.print(table, markup=False)
+    for definition in results["headline"]["definitions"]:
+        headers, rows = headline_table(results, definition)
+        table = Table(title=f"Reward accuracy gains (points, 95% CI over seeds and pairs), "
+                            f"{DEFINITION_NAMES[definition]} accuracy")
+        for header in headers:
+            table.add_column(Text(header))  # Text: names are data, not rich markup
+        for row in rows:
+            table.add_row(*map(Text, row))
+        console.print(table, markup=False)
     for v in results["against_paper"]:
-        console.print(f"  {v['verdict']:>13}: {v['claim']}: {v['ours']}", markup=False, highlight=False)
+        console.print(f"  {v['verdict']:>15}: {v['claim']}: {v['ours']}", markup=False, highlight=False)
     console.print(f"report: {Path(out) / 'report.html'}  (also report.md, results.json)", markup=False)

@@ -1,7 +1,8 @@
 """PNG plots of the analysis (matplotlib's Agg canvas, ~100 dpi, no pyplot and no global state).
 
-Every function takes plain data (as in results.json), writes one PNG and returns its path, or
-None when there is nothing to draw. Labels from the data are drawn as plain text (math text off).
+Every function takes plain data (as in results.json: the KDE curves are computed by the analysis),
+writes one PNG and returns its path, or None when there is nothing to draw. Labels from the data
+are drawn as plain text (math text off).
 """
 
 from __future__ import annotations
@@ -10,7 +11,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from xlpo.fileio import atomic_path
 
 DPI = 100
 ALL = "all"
@@ -21,9 +27,6 @@ COLORS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da
 
 
 def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -31,16 +34,12 @@ def _figure(width: float, height: float):
 
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    from xlpo.fileio import atomic_path
-
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)
     return path
 
 
 def _rc():
-    import matplotlib
-
     return matplotlib.rc_context(_RC)
 
 
@@ -90,12 +89,11 @@ def plot_accuracy(accuracy: Mapping[str, Mapping], runs: Sequence[str], path: Pa
         return _save(fig, path)
 
 
-def plot_kde(diffs: Mapping[str, Mapping[str, np.ndarray]], runs: Sequence[str], path: Path,
-             xlabel: str = "reward difference (nats)", colors: Mapping[str, str] | None = None) -> Path | None:
-    """Small multiples: per language, the KDE of each run's reward differences on a shared grid."""
-    from xlpo.eval.analysis import kde_curve, kde_grid
-
-    langs = sorted({k for r in runs for k in diffs.get(r, {}) if k != ALL})
+def plot_kde(curves: Mapping[str, Mapping[str, Any]], path: Path, xlabel: str = "reward difference (nats)",
+             colors: Mapping[str, str] | None = None) -> Path | None:
+    """Small multiples: per language, the KDE curve of each group's reward differences (computed by the
+    analysis on a shared grid; a degenerate sample is drawn as a vertical line at its value)."""
+    langs = sorted(curves)
     if not langs:
         return None
     cols = min(4, len(langs))
@@ -105,18 +103,13 @@ def plot_kde(diffs: Mapping[str, Mapping[str, np.ndarray]], runs: Sequence[str],
         axes = fig.subplots(rows, cols, squeeze=False)
         for k, lang in enumerate(langs):
             ax = axes[k // cols][k % cols]
-            pooled = np.concatenate([diffs[r][lang] for r in runs if lang in diffs.get(r, {})])
-            grid = kde_grid(pooled)
-            for i, run in enumerate(runs):
-                v = diffs.get(run, {}).get(lang)
-                if v is None or v.size == 0:
-                    continue
-                dens = kde_curve(v, grid)
+            grid = np.asarray(curves[lang]["grid"], float)
+            for i, (name, dens) in enumerate(curves[lang]["density"].items()):
                 if dens is None:
-                    ax.axvline(float(v[0]), color=_color(i, run, colors), lw=1.2, label=run)
+                    ax.axvline(curves[lang]["point"][name], color=_color(i, name, colors), lw=1.2, label=name)
                     continue
-                ax.plot(grid, dens, color=_color(i, run, colors), lw=1.3, label=run)
-                ax.fill_between(grid, dens, color=_color(i, run, colors), alpha=0.08)
+                ax.plot(grid, dens, color=_color(i, name, colors), lw=1.3, label=name)
+                ax.fill_between(grid, dens, color=_color(i, name, colors), alpha=0.08)
             ax.axvline(0, color="#999999", lw=0.8, ls="--")
             ax.set_title(lang)
             ax.set_yticks([])
@@ -130,16 +123,16 @@ def plot_kde(diffs: Mapping[str, Mapping[str, np.ndarray]], runs: Sequence[str],
 
 
 def plot_shift(shift: Mapping[str, Mapping[str, Any]], path: Path, title: str) -> Path | None:
-    """Per-language shift of the KDE-weighted mean (target minus baseline) with 95% CI whiskers."""
+    """Per-language shift of the KDE-weighted mean (target minus baseline) with 95% CI whiskers (seeds and pairs)."""
     langs = [k for k in shift if k != ALL] + ([ALL] if ALL in shift else [])
     if not langs:
         return None
     with _rc():
         fig = _figure(max(5.0, 0.6 * len(langs) + 2), 2.8)
         ax = fig.subplots()
-        vals = [shift[k]["shift"] for k in langs]
-        err = [[shift[k]["shift"] - shift[k]["lo"] if shift[k]["lo"] is not None else 0 for k in langs],
-               [shift[k]["hi"] - shift[k]["shift"] if shift[k]["hi"] is not None else 0 for k in langs]]
+        vals = [shift[k]["diff"] for k in langs]
+        err = [[shift[k]["diff"] - shift[k]["lo"] if shift[k]["lo"] is not None else 0 for k in langs],
+               [shift[k]["hi"] - shift[k]["diff"] if shift[k]["hi"] is not None else 0 for k in langs]]
         ax.bar(np.arange(len(langs)), vals, 0.6, yerr=err, color=[_color(0) if v >= 0 else _color(3) for v in vals],
                error_kw={"elinewidth": 0.8, "capsize": 2})
         ax.axhline(0, color="#666666", lw=0.8)
@@ -217,7 +210,8 @@ def plot_training(curves: Mapping[str, Mapping[str, Any]], path: Path, colors: M
 
 
 def plot_alpha(sweep: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
-    """Final training loss and evaluation accuracy (95% CI) against alpha, one line per (method, rrm)."""
+    """Final training loss and evaluation accuracy against alpha, one line per (method, rrm): the mean over
+    seeds, each seed's value as a small dot."""
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for e in sweep:
         groups.setdefault(f"{e['method']} (rrm {e['rrm']})" if e.get("rrm") else e["method"], []).append(e)
@@ -234,13 +228,11 @@ def plot_alpha(sweep: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
                 ax_loss.plot(*zip(*pts), marker="o", color=_color(i), label=label)
             acc = [(e["alpha"], e["acc_sum"]) for e in entries if e.get("acc_sum")]
             if acc:
-                a = np.array([x for x, _ in acc])
-                v = np.array([d["acc"] for _, d in acc])
-                lo = np.array([d["acc"] - d["lo"] if d.get("lo") is not None else 0 for _, d in acc])
-                hi = np.array([d["hi"] - d["acc"] if d.get("hi") is not None else 0 for _, d in acc])
-                ax_acc.errorbar(a, v, yerr=[lo, hi], marker="o", color=_color(i), capsize=2, label=label)
-        ax_loss.set_title("final training loss")
-        ax_acc.set_title("evaluation reward accuracy (summed log-prob, 95% CI)")
+                ax_acc.plot([a for a, _ in acc], [d["mean"] for _, d in acc], marker="o", color=_color(i), label=label)
+                seeds = [(a, v) for a, d in acc for v in d["per_seed"]]
+                ax_acc.scatter(*zip(*seeds), s=9, color=_color(i), alpha=0.5)
+        ax_loss.set_title("final training loss (mean over seeds)")
+        ax_acc.set_title("evaluation reward accuracy (summed log-prob; dots: seeds)")
         for ax in (ax_loss, ax_acc):
             ax.set_xlabel("alpha")
         ax_loss.legend(fontsize=8, frameon=False)
@@ -279,9 +271,8 @@ def plot_tokenization(tokenization: Mapping[str, Mapping[str, Any]], runs: Seque
         return _save(fig, path)
 
 
-def make_plots(results: Mapping[str, Any], diffs_by_run: Mapping[str, Mapping[str, np.ndarray]],
-               out_dir: Path) -> dict[str, Path]:
-    """All plots of an analysis into `out_dir`; {name: path} of those drawn."""
+def make_plots(results: Mapping[str, Any], out_dir: Path) -> dict[str, Path]:
+    """All plots of an analysis (results.json's content) into `out_dir`; {name: path} of those drawn."""
     out_dir = Path(out_dir)
     compared = [r["name"] for r in results["runs"] if r["compared"]]
     shift = results["shift"]
@@ -289,14 +280,15 @@ def make_plots(results: Mapping[str, Any], diffs_by_run: Mapping[str, Mapping[st
     label = {"sum": "logp(chosen) - logp(rejected) (nats)", "mean": "per-token mean margin (nats)",
              "implicit": "implicit-reward margin (nats)"}[kind]
     colors = {r["name"]: COLORS[i % len(COLORS)] for i, r in enumerate(results["runs"])}
+    colors.update({g["label"]: COLORS[i % len(COLORS)] for i, g in enumerate(results["groups"])})
     made = {
         "accuracy": plot_accuracy(results["accuracy"], compared, out_dir / "accuracy.png", colors=colors),
-        "kde": plot_kde(diffs_by_run, compared, out_dir / "kde.png", label, colors=colors),
+        "kde": plot_kde(results["kde"]["curves"], out_dir / "kde.png", label, colors=colors),
         "shift": plot_shift(shift["grid"], out_dir / "shift.png",
                             f"KDE-weighted mean shift: {shift['target']} minus {shift['baseline']}")
         if shift["grid"] else None,
         "bleu_shift": plot_bleu_shift({k: v["bleu"] for k, v in results["bleu"]["languages"].items()},
-                                      {k: v["shift"] for k, v in shift["grid"].items()},
+                                      {k: v["diff"] for k, v in shift["grid"].items()},
                                       results["correlation"]["grid"], out_dir / "bleu_shift.png",
                                       f"BLEU vs shift ({shift['target']} minus {shift['baseline']})")
         if shift["grid"] and results["bleu"]["languages"] else None,

@@ -40,6 +40,8 @@ class ScoringRequest:
     columns: dict | None = None
     trust_remote_code: bool = False
     reference_scores: str | None = None  # a scored run of the base model on the same data: reused as reference
+    group: str | None = None  # the method label this run's seeds share (analysis: seeds are replicates)
+    seed: int | None = None  # the training seed; default: the training run's config
 
 
 def _text_chars(value) -> int:
@@ -84,6 +86,7 @@ def score_run(req: ScoringRequest, log=None) -> Path:
     use_reference = bool(req.adapter) and req.reference
     meta = {
         "name": req.name or (train_dir.name if train_dir else ("base" if not req.adapter else Path(req.adapter).name)),
+        "group": req.group, "seed": req.seed,
         "method": method or ("base" if not req.adapter else None),
         "loss_params": loss_params,
         "model": req.model, "adapter": req.adapter, "adapter_sha": adapter_hash(req.adapter) if req.adapter else None,
@@ -114,7 +117,7 @@ def score_run(req: ScoringRequest, log=None) -> Path:
         row["ref_logp_chosen"] = ref_rows[i]["logp_chosen"] if use_reference else None
         row["ref_logp_rejected"] = ref_rows[i]["logp_rejected"] if use_reference else None
     write_jsonl(out / "scores.jsonl", rows)
-    write_json(out / "accuracy.json", accuracy_table(rows, beta=meta["beta"]))
+    write_json(out / "accuracy.json", accuracy_table(rows))
     write_json(out / "versions.json", library_versions())
     write_json(previous, meta)  # last: its presence marks a finished scoring
     return out

@@ -14,7 +14,7 @@ import yaml
 
 from xlpo.data.mtpe.build import make_mtpe
 from xlpo.errors import UserError
-from xlpo.eval.analysis import analyze
+from xlpo.eval.analysis.driver import analyze
 from xlpo.eval.rewards import ScoringRequest, score_run
 from xlpo.experiments.capo_mtpe_config import ExperimentConfig, Method, method_train_config
 from xlpo.fileio import read_json, write_json

@@ -1,9 +1,9 @@
 """Reward accuracy and per-pair reward differences over the rows of scored runs.
 
 The shared vocabulary of the package lives here: the accuracy definitions and reward-difference
-kinds, the "all" group, the interval level, the row helpers every other module groups by, and the
-seeded percentile bootstrap. It imports no other module of the package, so every other one can
-build on it without an import cycle.
+kinds, the "all" group, the interval level and the smallest sample a verdict is drawn from, the
+row helpers every other module groups by, and the seeded percentile bootstrap. It imports no
+other module of the package, so every other one can build on it without an import cycle.
 """
 
 from __future__ import annotations
@@ -18,30 +18,31 @@ DEFINITIONS = ("sum", "mean", "implicit")
 KINDS = ("sum", "mean", "implicit")
 ALL = "all"
 CI_LEVEL = 0.95
+MIN_PAIRS = 10  # fewer pairs behind an interval: no verdict, and the headline calls the language underpowered
 
 
 # ---------------------------------------------------------------------------------------------
 # rows and small helpers
 # ---------------------------------------------------------------------------------------------
 
-def _lang(row: Mapping) -> str:
+def lang_of(row: Mapping) -> str:
     return row.get("lang") or "unknown"
 
 
-def _languages(rows: Sequence[Mapping]) -> list[str]:
-    return sorted({_lang(r) for r in rows})
+def languages(rows: Sequence[Mapping]) -> list[str]:
+    return sorted({lang_of(r) for r in rows})
 
 
-def _has_ref(row: Mapping) -> bool:
+def has_reference(row: Mapping) -> bool:
     return row.get("ref_logp_chosen") is not None and row.get("ref_logp_rejected") is not None
 
 
-def _rng(seed: int, *keys: str) -> np.random.Generator:
+def rng_for(seed: int, *keys: str) -> np.random.Generator:
     """A generator per (seed, key...): a group's interval does not change when other groups are added."""
     return np.random.default_rng([seed, *(zlib.crc32(k.encode("utf-8")) for k in keys)])
 
 
-def _percentile_ci(boot: np.ndarray) -> tuple[float | None, float | None]:
+def percentile_interval(boot: np.ndarray) -> tuple[float | None, float | None]:
     if boot.size == 0:
         return None, None
     alpha = (1.0 - CI_LEVEL) / 2.0
@@ -72,7 +73,7 @@ def pair_margins(rows: Sequence[Mapping], kind: str = "sum") -> np.ndarray:
             out[i] = a / r["tokens_chosen"] - b / r["tokens_rejected"]
         else:
             out[i] = ((a - float(r["ref_logp_chosen"])) - (b - float(r["ref_logp_rejected"]))
-                      if _has_ref(r) else np.nan)
+                      if has_reference(r) else np.nan)
     return out
 
 
@@ -80,27 +81,23 @@ def pair_margins(rows: Sequence[Mapping], kind: str = "sum") -> np.ndarray:
 # reward accuracy
 # ---------------------------------------------------------------------------------------------
 
-def accuracy_table(rows: Sequence[Mapping], beta: float | None = None, n_boot: int = 1000,
-                   seed: int = 0) -> dict[str, dict[str, dict[str, Any]]]:
+def accuracy_table(rows: Sequence[Mapping], n_boot: int = 1000, seed: int = 0) -> dict[str, dict[str, dict[str, Any]]]:
     """Reward accuracy per language (and "all") for each definition, with 95% bootstrap intervals.
 
     Returns `{lang: {definition: {"acc", "lo", "hi", "n"}}}`, languages sorted, "all" last.
     Definitions: "sum" (logp_chosen > logp_rejected), "mean" (per-token mean log-probs),
     "implicit" ((logp_c - ref_c) > (logp_r - ref_r); only over rows with reference log-probs, and
-    absent where a group has none). Ties count as wrong. `beta` (> 0) scales DPO's implicit reward,
-    which does not change any accuracy: it is accepted for symmetry with the scorer and validated.
-    Intervals: percentile bootstrap over pairs (`n_boot` resamples; 0 gives lo = hi = None), one
-    generator per (seed, language, definition); "all" resamples within each language (stratified),
+    absent where a group has none). Ties count as wrong (DPO's beta scales the implicit reward and
+    so never changes an accuracy). Intervals: percentile bootstrap over pairs (`n_boot` resamples;
+    0 gives lo = hi = None), one generator per (seed, language, definition); "all" resamples within each language (stratified),
     as the evaluation split is balanced by design. An all-correct group gives [1, 1].
     """
-    if beta is not None and not beta > 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
     if n_boot < 0:
         raise ValueError(f"n_boot must be >= 0, got {n_boot}")
     if not rows:
         return {}
-    langs = np.array([_lang(r) for r in rows])
-    order = _languages(rows)
+    langs = np.array([lang_of(r) for r in rows])
+    order = languages(rows)
     table: dict[str, dict[str, dict[str, Any]]] = {lang: {} for lang in [*order, ALL]}
     for definition in DEFINITIONS:
         correct = pair_correct(rows, definition)
@@ -109,14 +106,14 @@ def accuracy_table(rows: Sequence[Mapping], beta: float | None = None, n_boot: i
             values = correct[(langs == lang) & ~np.isnan(correct)]
             if values.size == 0:
                 continue
-            boot = _boot_means(values, n_boot, _rng(seed, lang, definition))
-            lo, hi = _percentile_ci(boot)
+            boot = _boot_means(values, n_boot, rng_for(seed, lang, definition))
+            lo, hi = percentile_interval(boot)
             table[lang][definition] = {"acc": float(values.mean()), "lo": lo, "hi": hi, "n": int(values.size)}
             all_n += values.size
             all_wins += values.sum()
             all_boot += boot * values.size
         if all_n:
-            lo, hi = _percentile_ci(all_boot / all_n)
+            lo, hi = percentile_interval(all_boot / all_n)
             table[ALL][definition] = {"acc": float(all_wins / all_n), "lo": lo, "hi": hi, "n": int(all_n)}
     return table
 
@@ -126,46 +123,6 @@ def _boot_means(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> np
         return np.zeros(0)
     idx = rng.integers(0, values.size, size=(n_boot, values.size))
     return values[idx].mean(axis=1)
-
-
-def accuracy_difference(baseline_rows: Sequence[Mapping], target_rows: Sequence[Mapping], definition: str = "sum",
-                        n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Target minus baseline reward accuracy on the pairs both scored (matched by id), per language.
-
-    Returns `{"languages": {lang: {"diff", "lo", "hi", "n"}}, "all": {...}, "macro": {...}}`:
-    "all" pools the pairs (stratified by language), "macro" is the unweighted mean over languages
-    (the paper's "on average" over its Fig. 5 bars). Paired percentile bootstrap: each resample
-    draws pairs and compares both runs on the same pairs.
-    """
-    base = {r["id"]: r for r in baseline_rows}
-    common = [r for r in target_rows if r["id"] in base]
-    out: dict[str, Any] = {"languages": {}, "all": None, "macro": None, "definition": definition,
-                           "matched_pairs": len(common)}
-    if not common:
-        return out
-    t_corr = pair_correct(common, definition)
-    b_corr = pair_correct([base[r["id"]] for r in common], definition)
-    ok = ~np.isnan(t_corr) & ~np.isnan(b_corr)
-    diff = t_corr - b_corr
-    langs = np.array([_lang(r) for r in common])
-    boots, sizes, point = {}, {}, {}
-    for lang in sorted(set(langs[ok])):
-        d = diff[ok & (langs == lang)]
-        boots[lang] = _boot_means(d, n_boot, _rng(seed, lang, definition, "diff"))
-        sizes[lang], point[lang] = d.size, float(d.mean())
-        lo, hi = _percentile_ci(boots[lang])
-        out["languages"][lang] = {"diff": point[lang], "lo": lo, "hi": hi, "n": int(d.size)}
-    if not sizes:
-        return out
-    total = sum(sizes.values())
-    pooled = sum(boots[k] * sizes[k] for k in sizes) / total
-    macro = sum(boots.values()) / len(boots)
-    lo, hi = _percentile_ci(pooled)
-    out["all"] = {"diff": float(sum(point[k] * sizes[k] for k in sizes) / total), "lo": lo, "hi": hi, "n": int(total)}
-    lo, hi = _percentile_ci(macro)
-    out["macro"] = {"diff": float(np.mean(list(point.values()))), "lo": lo, "hi": hi, "n": int(total),
-                    "languages": len(sizes)}
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,9 +149,9 @@ def reward_differences(rows: Sequence[Mapping], kind: str = "sum", beta: float |
         raise ValueError("reward difference 'implicit' needs reference log-probs (ref_logp_*); none are given")
     if beta is not None:
         margins = margins * beta
-    langs = np.array([_lang(r) for r in rows])
+    langs = np.array([lang_of(r) for r in rows])
     ok = ~np.isnan(margins)
-    out = {lang: margins[ok & (langs == lang)] for lang in _languages(rows)}
+    out = {lang: margins[ok & (langs == lang)] for lang in languages(rows)}
     out = {k: v for k, v in out.items() if v.size}
     out[ALL] = margins[ok]
     return out

@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import norm, pearsonr, t
 
+from xlpo.data.mtpe_stats import compute_stats
 from xlpo.eval.analysis.accuracy import ALL, CI_LEVEL
 
 
 def bleu_by_language(data_file: str | Path) -> dict[str, dict[str, Any]]:
     """Corpus BLEU and chrF of rejected against chosen per language (xlpo.data.mtpe_stats, sacrebleu)."""
-    from xlpo.data.mtpe_stats import compute_stats
-
     stats = compute_stats(data_file, tokenizer=None)
     return {lang: {"bleu": s["bleu"], "chrf": s["chrf"], "n": s["n"], "bleu_tokenize": s["bleu_tokenize"],
                    "bleu_signature": s["bleu_signature"]}
@@ -44,8 +44,6 @@ def pearson(x: Mapping[str, float], y: Mapping[str, float]) -> dict[str, Any]:
     if np.ptp(xs) == 0 or np.ptp(ys) == 0:
         out["note"] = "one of the variables is constant across languages: r is undefined"
         return out
-    from scipy.stats import pearsonr
-
     res = pearsonr(xs, ys)
     out["r"], out["p"] = float(res.statistic), float(res.pvalue)
     if len(keys) < 3:
@@ -60,8 +58,6 @@ def pearson(x: Mapping[str, float], y: Mapping[str, float]) -> dict[str, Any]:
 
 def fisher_interval(r: float, n: int) -> tuple[float, float, float]:
     """(lo, hi, two-sided p) of a Pearson r from n points: Fisher-z interval and the t-test p-value."""
-    from scipy.stats import norm, t
-
     z, se = math.atanh(r), 1.0 / math.sqrt(n - 3)
     q = norm.ppf(0.5 + CI_LEVEL / 2)
     tstat = r * math.sqrt((n - 2) / (1 - r * r))

@@ -1,8 +1,8 @@
-"""`analyze`: the whole analysis of a set of scored run directories, end to end.
+"""`analyze`: the whole analysis of a set of scored run directories, end to end, one function per step.
 
-The only module that knows about all the others: it loads the runs, picks baseline and target,
-calls each computation, assembles `results.json` and hands it to the plots and the reports.
-Nothing else in the package imports it, which keeps the import graph acyclic.
+The only module that knows about all the others: it loads the runs and groups their seeds, runs
+each step into a typed result (findings), checks the paper's claims, assembles `results.json`
+and hands it to the plots and the reports. Nothing else in the package imports it.
 """
 
 from __future__ import annotations
@@ -15,29 +15,198 @@ from typing import Any
 import numpy as np
 
 from xlpo.errors import UserError
-from xlpo.eval.analysis.accuracy import (
-    ALL,
-    CI_LEVEL,
-    KINDS,
-    _has_ref,
-    _languages,
-    accuracy_difference,
-    accuracy_table,
-    reward_differences,
-)
+from xlpo.eval.analysis.accuracy import ALL, CI_LEVEL, KINDS, accuracy_table, has_reference, reward_differences
+from xlpo.eval.analysis.compare import accuracy_comparison, shift_comparison
 from xlpo.eval.analysis.correlation import bleu_by_language, pearson
-from xlpo.eval.analysis.kde import GRID_CUT, GRID_SIZE, kde_shift, kde_weighted_mean
-from xlpo.eval.analysis.paper import PAPER, against_paper
-from xlpo.eval.analysis.runs import (
-    ScoredRun,
-    _resolve,
-    alpha_sweep,
-    compared_runs,
-    curve_summary,
-    load_run,
-    pick_run,
-    tokenization_diagnostics,
+from xlpo.eval.analysis.findings import (
+    AccuracyFindings,
+    BleuFindings,
+    Findings,
+    Orientation,
+    Roles,
+    ShiftFindings,
+    TokenizationFindings,
+    TrainingFindings,
 )
+from xlpo.eval.analysis.groups import (
+    alpha_sweep,
+    compared_groups,
+    group_accuracy,
+    group_runs,
+    pick_group,
+)
+from xlpo.eval.analysis.kde import kde_curves, kde_weighted_mean
+from xlpo.eval.analysis.paper import PAPER, against_paper
+from xlpo.eval.analysis.results import results_json
+from xlpo.eval.analysis.runs import curve_summary, load_run, resolve_path, tokenization_diagnostics
+from xlpo.eval.plots import make_plots
+from xlpo.eval.report import write_reports
+from xlpo.eval.report_sections import build_sections
+from xlpo.fileio import write_json
+
+HEADLINE_DEFINITIONS = ("sum", "mean")  # summed and per-token log-prob accuracy
+
+
+def load_roles(run_dirs: Sequence[str | Path], baseline: str, target: str) -> Roles:
+    """The scored runs, their groups, and which group is the baseline, the target, the base model, DPO+NLL."""
+    runs = [load_run(d) for d in run_dirs]
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise UserError(f"two runs are named {dup!r} (scoring.json 'name'): names must be unique")
+    groups = group_runs(runs)
+    base_g, targ_g = pick_group(groups, baseline, "baseline"), pick_group(groups, target, "target")
+    compared = compared_groups(groups, targ_g)
+    return Roles(baseline, target, runs, groups, compared, base_g, targ_g,
+                 base=next((g for g in groups if not g.trained), None),
+                 dpo_nll=next((g for g in compared if g.method == "dpo_nll" and g not in (base_g, targ_g)), None))
+
+
+def accuracy_step(roles: Roles, n_boot: int, seed: int) -> AccuracyFindings:
+    """Each run's accuracy, each group's seed spread, and the method comparisons over seeds and pairs."""
+    per_run = {r.name: accuracy_table(r.rows, n_boot, seed) for r in roles.runs}
+    out = AccuracyFindings(per_run, {g.label: group_accuracy(g, per_run) for g in roles.groups})
+    t, b = roles.target, roles.baseline
+    if t is not None:
+        if b is not None and b is not t:
+            out.vs_baseline = {d: accuracy_comparison(t, b, d) for d in HEADLINE_DEFINITIONS}
+        if roles.dpo_nll is not None:
+            out.vs_dpo_nll = {d: accuracy_comparison(t, roles.dpo_nll, d) for d in HEADLINE_DEFINITIONS}
+        out.rivals = {g.label: accuracy_comparison(t, g, "sum") for g in roles.compared
+                      if g is not t and g.method != t.method}
+    if roles.base is not None:
+        out.gains = {d: {g.label: accuracy_comparison(g, roles.base, d) for g in roles.compared if g.trained}
+                     for d in HEADLINE_DEFINITIONS}
+    return out
+
+
+def shift_step(roles: Roles, kind: str, n_boot: int, seed: int) -> ShiftFindings:
+    """Reward differences per run, the KDE curves per compared group, and the shift target minus baseline."""
+    diffs = {r.name: reward_differences(r.rows, kind) for r in roles.runs
+             if kind != "implicit" or any(has_reference(x) for x in r.rows)}
+    per_run = {name: {lang: {"n": int(v.size), "mean": float(v.mean()), "median": float(np.median(v)),
+                             "std": float(v.std(ddof=1)) if v.size > 1 else None,
+                             "share_positive": float((v > 0).mean()), "kde_weighted_mean": kde_weighted_mean(v, "grid"),
+                             "density_weighted_mean": kde_weighted_mean(v, "density")}
+                      for lang, v in d.items() if v.size} for name, d in diffs.items()}
+    pooled = {g.label: [diffs[r.name] for r in g.runs if r.name in diffs] for g in roles.compared}
+    langs = sorted({k for parts in pooled.values() for d in parts for k in d if k != ALL})
+    curves = {lang: kde_curves({g: np.concatenate([d.get(lang, np.zeros(0)) for d in parts])
+                                for g, parts in pooled.items() if parts}) for lang in langs}
+    out = ShiftFindings(kind, per_run, {k: v for k, v in curves.items() if v is not None})
+    b, t = roles.baseline, roles.target
+    if b is not None and t is not None and t is not b:
+        out.grid = shift_comparison(t, b, kind, "grid", n_boot, seed)
+        out.density = shift_comparison(t, b, kind, "density", n_boot, seed)
+        out.mean = shift_comparison(t, b, kind, "mean")
+    if b is not None:
+        out.vs_baseline = {g.label: shift_comparison(g, b, kind, "grid", 0, seed) for g in roles.compared if g is not b}
+    return out
+
+
+def bleu_source(data_file: str | Path | None, roles: Roles) -> tuple[Path | None, str]:
+    """`data_file`, else the target's training data (the paper's Fig. 7), else the scored data."""
+    if data_file is not None:
+        p = Path(data_file)
+        if not p.is_file():
+            raise UserError(f"--data {p}: file not found")
+        return p, "given with --data"
+    first = roles.target.runs if roles.target else []
+    order = first + [r for r in roles.runs if r not in first]
+    for run in order:
+        train = ((run.train_config or {}).get("data") or {}).get("train")
+        p = resolve_path(train, run.train_dir or run.dir) if train else None
+        if p is not None and p.is_file():
+            return p, f"training data of run {run.name} (as the paper's Fig. 7)"
+    for run in order:
+        p = resolve_path(run.meta.get("data"), run.dir)
+        if p is not None and p.is_file():
+            return p, f"scored (evaluation) data of run {run.name}: no training data found"
+    return None, "no data file found (pass --data)"
+
+
+def bleu_step(path: Path | None, reason: str, shift: ShiftFindings) -> BleuFindings:
+    languages = bleu_by_language(path) if path is not None else {}
+    bleu = {k: v["bleu"] for k, v in languages.items()}
+    correlation = {m: pearson(bleu, {k: d.diff for k, d in comp.languages.items()} if comp else {})
+                   for m, comp in (("grid", shift.grid), ("density", shift.density), ("mean", shift.mean))}
+    return BleuFindings(path, reason, languages, correlation)
+
+
+def training_step(roles: Roles, accuracy: AccuracyFindings) -> TrainingFindings:
+    """Training curves, the alpha sweep against the paper's best alpha, and the RRM orientation."""
+    curves = {r.name: r.curve for r in roles.runs if r.curve}
+    t = roles.target
+    out = TrainingFindings(curves, {k: curve_summary(c) for k, c in curves.items()},
+                           alpha_sweep(roles.groups, accuracy.per_group, t.method if t else None))
+    if t is None or t.alpha is None:
+        return out
+    siblings = [g for g in roles.groups if g.method == t.method and g.alpha is not None]
+    out.alpha_reference = next((g for g in siblings if g.rrm == t.rrm and g.alpha == PAPER["best_alpha"]), None)
+    if out.alpha_reference is not None:
+        out.alpha_diffs = {g.label: accuracy_comparison(g, out.alpha_reference, "sum") for g in siblings
+                           if g.rrm == t.rrm and g.alpha > PAPER["best_alpha"]}
+    for alpha in [t.alpha] + sorted({g.alpha for g in siblings} - {t.alpha}):
+        pap = next((g for g in siblings if g.rrm == "paper" and g.alpha == alpha), None)
+        inv = next((g for g in siblings if g.rrm == "inverse" and g.alpha == alpha), None)
+        if pap and inv:
+            vs = {g.label: accuracy_comparison(g, roles.baseline, "sum") for g in (pap, inv)} if roles.baseline else {}
+            out.orientation = Orientation(alpha, pap.label, inv.label, accuracy_comparison(inv, pap, "sum"), vs)
+            break
+    return out
+
+
+def tokenization_step(roles: Roles, accuracy: AccuracyFindings) -> TokenizationFindings:
+    """Tokens per character per language, correlated with the baseline's accuracy and the target's gain."""
+    per_run = {r.name: tokenization_diagnostics(r.rows) for r in roles.runs}
+    first = (roles.baseline or roles.groups[0]).runs[0]
+    tpc = {k: e["tokens_per_char"] for k, e in per_run[first.name].items()
+           if k != ALL and e["tokens_per_char"] is not None}
+    tests: dict[str, dict] = {}
+    if roles.baseline is not None:
+        table = accuracy.per_group[roles.baseline.label]
+        tests["baseline_acc"] = pearson(tpc, {k: v["sum"]["mean"] for k, v in table.items() if "sum" in v})
+        if "sum" in accuracy.vs_baseline:
+            tests["gain"] = pearson(tpc, {k: d.diff for k, d in accuracy.vs_baseline["sum"].languages.items()})
+    if not tpc:
+        for v in tests.values():
+            v["note"] = "no character counts (chars_chosen / chars_rejected) in the scores"
+    return TokenizationFindings(per_run, tpc, tests)
+
+
+def analyze(run_dirs: Sequence[str | Path], out_dir: str | Path, baseline: str = "dpo", target: str = "capo",
+            data_file: str | Path | None = None, n_boot: int = 1000, seed: int = 0, reward_kind: str = "sum",
+            plots: bool = True, note: str | None = None) -> dict[str, Any]:
+    """Load scored runs, compute every analysis, write results.json, plots/, report.md, report.html.
+
+    `baseline` and `target` name a group (scoring.json "group", by default a run's own name) or a
+    method held by exactly one group; a group's runs are seeds of one method. BLEU between chosen
+    and rejected uses `data_file`, else the target's training data (the paper's Fig. 7), else the
+    scored data. `note` is shown at the top of the report. Returns the results (also results.json).
+    """
+    if not run_dirs:
+        raise UserError("no run directories given")
+    if reward_kind not in KINDS:
+        raise UserError(f"reward kind {reward_kind!r}: expected one of {', '.join(KINDS)}")
+    if n_boot < 0:
+        raise UserError(f"n_boot must be >= 0, got {n_boot}")
+    roles = load_roles(run_dirs, baseline, target)
+    bleu_path, bleu_reason = bleu_source(data_file, roles)
+    accuracy = accuracy_step(roles, n_boot, seed)
+    shift = shift_step(roles, reward_kind, n_boot, seed)
+    findings = Findings(roles, accuracy, shift, bleu_step(bleu_path, bleu_reason, shift),
+                        training_step(roles, accuracy), tokenization_step(roles, accuracy))
+    out = Path(out_dir)
+    config = {"note": note, "runs": [str(d) for d in run_dirs], "out": str(out), "baseline": baseline,
+              "target": target, "n_boot": n_boot, "ci_level": CI_LEVEL, "reward_kind": reward_kind,
+              "bootstrap_seed": seed}
+    results = _jsonable(results_json(findings, against_paper(findings), config))
+    out.mkdir(parents=True, exist_ok=True)
+    plot_files = make_plots(results, out / "plots") if plots else {}
+    results["plots"] = {k: v.relative_to(out).as_posix() for k, v in plot_files.items()}
+    write_json(out / "results.json", results)
+    write_reports(build_sections(results), results, out, plot_files)
+    return results
 
 
 def _jsonable(obj: Any) -> Any:
@@ -57,218 +226,3 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
-
-
-def _bleu_source(data_file, target: ScoredRun | None, runs: Sequence[ScoredRun]) -> tuple[Path | None, str]:
-    if data_file is not None:
-        p = Path(data_file)
-        if not p.is_file():
-            raise UserError(f"--data {p}: file not found")
-        return p, "given with --data"
-    for run in ([target] if target else []) + [r for r in runs if r is not target]:
-        train = ((run.train_config or {}).get("data") or {}).get("train")
-        if train:
-            p = _resolve(train, run.train_dir or run.dir)
-            if p is not None and p.is_file():
-                return p, f"training data of run {run.name} (as the paper's Fig. 7)"
-    for run in ([target] if target else []) + list(runs):
-        p = _resolve(run.meta.get("data"), run.dir)
-        if p is not None and p.is_file():
-            return p, f"scored (evaluation) data of run {run.name}: no training data found"
-    return None, "no data file found (pass --data)"
-
-
-def analyze(run_dirs: Sequence[str | Path], out_dir: str | Path, baseline: str = "dpo", target: str = "capo",
-            data_file: str | Path | None = None, n_boot: int = 1000, seed: int = 0, reward_kind: str = "sum",
-            plots: bool = True, note: str | None = None) -> dict[str, Any]:
-    """Load scored runs, compute every analysis, write results.json, plots/, report.md, report.html.
-
-    `baseline` and `target` name a run (scoring.json "name") or a method held by exactly one run.
-    BLEU between chosen and rejected uses `data_file`, else the target's training data (the paper's
-    Fig. 7), else the scored data. `note` is shown at the top of the report (e.g. "synthetic runs").
-    Returns the results dict (also saved as results.json).
-    """
-    from xlpo.fileio import write_json
-    from xlpo.versions import library_versions
-
-    if not run_dirs:
-        raise UserError("no run directories given")
-    if reward_kind not in KINDS:
-        raise UserError(f"reward kind {reward_kind!r}: expected one of {', '.join(KINDS)}")
-    runs = [load_run(d) for d in run_dirs]
-    names = [r.name for r in runs]
-    if len(set(names)) != len(names):
-        dup = next(n for n in names if names.count(n) > 1)
-        raise UserError(f"two runs are named {dup!r} (scoring.json 'name'): names must be unique")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    base_run, targ_run = pick_run(runs, baseline, "baseline"), pick_run(runs, target, "target")
-    by_name = {r.name: r for r in runs}
-    compared = compared_runs(runs, targ_run)
-
-    # accuracy
-    accuracy = {r.name: accuracy_table(r.rows, r.meta.get("beta"), n_boot, seed) for r in runs}
-    macro_acc = {}
-    for name, table in accuracy.items():
-        vals = [v["sum"]["acc"] for k, v in table.items() if k != ALL and "sum" in v]
-        macro_acc[name] = float(np.mean(vals)) if vals else None
-    best_by_lang: dict[str, list[str]] = {}
-    # the paper's Fig. 5 settings: the target against the other methods (not its own variants)
-    contenders = [r for r in compared if targ_run is None or r is targ_run or r.method != targ_run.method]
-    for lang in sorted({k for r in contenders for k in accuracy[r.name] if k != ALL}):
-        scores = {r.name: accuracy[r.name][lang]["sum"]["acc"] for r in contenders
-                  if lang in accuracy[r.name] and "sum" in accuracy[r.name][lang]}
-        if scores:
-            top = max(scores.values())
-            best_by_lang[lang] = [n for n, v in scores.items() if v == top]
-
-    acc_diff: dict[str, Any] = {}
-    dpo_nll = next((r for r in compared if r.method == "dpo_nll" and r is not base_run), None)
-    if targ_run is not None:
-        if base_run is not None:
-            acc_diff["vs_baseline"] = accuracy_difference(base_run.rows, targ_run.rows, "sum", n_boot, seed)
-            acc_diff["vs_baseline_mean"] = accuracy_difference(base_run.rows, targ_run.rows, "mean", n_boot, seed)
-        if dpo_nll is not None and dpo_nll is not targ_run:
-            acc_diff["vs_dpo_nll"] = accuracy_difference(dpo_nll.rows, targ_run.rows, "sum", n_boot, seed)
-            acc_diff["vs_dpo_nll_mean"] = accuracy_difference(dpo_nll.rows, targ_run.rows, "mean", n_boot, seed)
-
-    # reward differences, KDE-weighted means, shift
-    kinds = [k for k in KINDS if k != "implicit" or all(any(_has_ref(x) for x in r.rows) for r in runs)]
-    diff_summary: dict[str, dict] = {}
-    for r in runs:
-        diffs = reward_differences(r.rows, reward_kind) if reward_kind != "implicit" or any(
-            _has_ref(x) for x in r.rows) else {}
-        diff_summary[r.name] = {
-            lang: {"n": int(v.size), "mean": float(v.mean()), "median": float(np.median(v)),
-                   "std": float(v.std(ddof=1)) if v.size > 1 else None,
-                   "share_positive": float((v > 0).mean()),
-                   "kde_weighted_mean": kde_weighted_mean(v, "grid"),
-                   "density_weighted_mean": kde_weighted_mean(v, "density")}
-            for lang, v in diffs.items() if v.size}
-    shift, shift_density, shift_vs_baseline = {}, {}, {}
-    if base_run is not None and targ_run is not None and targ_run is not base_run:
-        shift = kde_shift(base_run.rows, targ_run.rows, reward_kind, "grid", n_boot, seed)
-        shift_density = kde_shift(base_run.rows, targ_run.rows, reward_kind, "density", n_boot, seed)
-    if base_run is not None:
-        for r in compared:
-            if r is not base_run:
-                s = kde_shift(base_run.rows, r.rows, reward_kind, "grid", 0, seed)
-                shift_vs_baseline[r.name] = {k: v["shift"] for k, v in s.items()}
-
-    # BLEU and correlation
-    bleu_path, bleu_reason = _bleu_source(data_file, targ_run, runs)
-    bleu = bleu_by_language(bleu_path) if bleu_path is not None else {}
-    bleu_values = {k: v["bleu"] for k, v in bleu.items()}
-    correlation = pearson(bleu_values, {k: v["shift"] for k, v in shift.items()})
-    correlation_density = pearson(bleu_values, {k: v["shift"] for k, v in shift_density.items()})
-    correlation_mean = pearson(bleu_values, {k: v["mean_shift"] for k, v in shift.items()})
-
-    # training, alpha sweep
-    curve_summaries = {r.name: curve_summary(r.curve) for r in runs if r.curve}
-    sweep = alpha_sweep(runs, accuracy, targ_run.method if targ_run else None)
-    alpha_diffs = {}
-    low = [e for e in sweep if e["alpha"] <= PAPER["best_alpha"] and e["acc_sum"]
-           and (targ_run is None or e["rrm"] == targ_run.rrm)]
-    if low:
-        ref = by_name[max(low, key=lambda e: e["acc_sum"]["acc"])["name"]]
-        for e in sweep:
-            if e["alpha"] > PAPER["best_alpha"] and e["rrm"] == ref.rrm:
-                alpha_diffs[e["name"]] = accuracy_difference(ref.rows, by_name[e["name"]].rows, "sum", n_boot, seed)
-
-    # RRM orientation: target-method runs with rrm paper and inverse at the same alpha
-    orientation = None
-    if targ_run is not None and targ_run.alpha is not None:
-        cands = [r for r in runs if r.method == targ_run.method and r.alpha is not None]
-        for want_alpha in [targ_run.alpha] + sorted({r.alpha for r in cands} - {targ_run.alpha}):
-            pap = next((r for r in cands if r.rrm == "paper" and r.alpha == want_alpha), None)
-            inv = next((r for r in cands if r.rrm == "inverse" and r.alpha == want_alpha), None)
-            if pap and inv:
-                orientation = {"alpha": want_alpha, "paper": pap.name, "inverse": inv.name,
-                               "inverse_minus_paper": accuracy_difference(pap.rows, inv.rows, "sum", n_boot,
-                                                                          seed)["all"],
-                               "vs_baseline": {r.name: (accuracy_difference(base_run.rows, r.rows, "sum", n_boot,
-                                                                            seed)["all"] if base_run else None)
-                                               for r in (pap, inv)}}
-                break
-
-    # tokenization
-    tokenization = {r.name: tokenization_diagnostics(r.rows) for r in runs}
-    ref_tok = tokenization[(base_run or runs[0]).name]
-    tpc = {}
-    for lang, e in ref_tok.items():
-        if lang != ALL and e["tokens_per_char"] is not None:
-            tpc[lang] = e["tokens_per_char"]
-    tok_test: dict[str, Any] = {}
-    if base_run is not None:
-        tok_test["baseline_acc"] = pearson(tpc, {k: v["sum"]["acc"] for k, v in accuracy[base_run.name].items()
-                                                 if "sum" in v})
-        if targ_run is not None and "vs_baseline" in acc_diff:
-            tok_test["gain"] = pearson(tpc, {k: v["diff"] for k, v in acc_diff["vs_baseline"]["languages"].items()})
-    if not tpc:
-        for v in tok_test.values():
-            v["note"] = "no character counts (chars_chosen / chars_rejected) in the scores"
-
-    ctx = {"baseline_name": base_run.name if base_run else None, "target_name": targ_run.name if targ_run else None,
-           "baseline_key": baseline, "target_key": target, "dpo_nll_name": dpo_nll.name if dpo_nll else None,
-           "acc_diff": acc_diff, "macro_acc": macro_acc, "best_by_lang": best_by_lang,
-           "pairs_by_lang": {lang: min(accuracy[r.name].get(lang, {}).get("sum", {}).get("n", 0) for r in contenders)
-                             for lang in best_by_lang},
-           "compared_names": [r.name for r in contenders], "shift": shift, "reward_kind": reward_kind,
-           "correlation": correlation,
-           "alpha_sweep": [e for e in sweep if targ_run is None or e["rrm"] == targ_run.rrm], "alpha_diffs": alpha_diffs,
-           "curve_summaries": curve_summaries, "orientation": orientation, "tokenization_test": tok_test}
-    verdicts = against_paper(ctx)
-
-    seeds = {"bootstrap": seed}
-    for r in runs:
-        s = ((r.train_config or {}).get("training") or {}).get("seed")
-        if s is not None:
-            seeds[f"train:{r.name}"] = s
-    results: dict[str, Any] = {
-        "config": {"note": note, "runs": [str(d) for d in run_dirs], "out": str(out), "baseline": baseline,
-                   "target": target,
-                   "baseline_run": ctx["baseline_name"], "target_run": ctx["target_name"],
-                   "data_file": str(bleu_path) if bleu_path else None, "bleu_source": bleu_reason,
-                   "n_boot": n_boot, "ci_level": CI_LEVEL, "reward_kind": reward_kind, "reward_kinds_available": kinds,
-                   "kde": {"estimator": "scipy.stats.gaussian_kde (Gaussian kernel, Scott's bandwidth)",
-                           "range_cut_bandwidths": GRID_CUT, "plot_grid_points": GRID_SIZE,
-                           "weighted_mean": "grid (primary): integral of x f(x) / integral of f(x) over "
-                           "[min - cut*h, max + cut*h], exact; density (sensitivity): sum x_i f(x_i) / sum f(x_i)"}},
-        "versions": library_versions(),
-        "seeds": seeds,
-        "runs": [{"name": r.name, "method": r.method, "dir": str(r.dir), "loss_params": r.loss_params or None,
-                  "model": r.meta.get("model"), "adapter": r.meta.get("adapter"), "beta": r.meta.get("beta"),
-                  "data": r.meta.get("data"), "train_dir": str(r.train_dir) if r.train_dir else r.meta.get("train_dir"),
-                  "pairs": len(r.rows), "languages": _languages(r.rows), "has_reference": any(_has_ref(x) for x in r.rows),
-                  "compared": r in compared, "notes": r.notes} for r in runs],
-        "accuracy": accuracy,
-        "macro_accuracy": macro_acc,
-        "best_by_language": best_by_lang,
-        "accuracy_difference": acc_diff,
-        "reward_differences": {"kind": reward_kind, "runs": diff_summary},
-        "shift": {"baseline": ctx["baseline_name"], "target": ctx["target_name"], "kind": reward_kind,
-                  "grid": shift, "density": shift_density, "vs_baseline": shift_vs_baseline},
-        "bleu": {"file": str(bleu_path) if bleu_path else None, "source": bleu_reason, "languages": bleu},
-        "correlation": {"grid": correlation, "density": correlation_density, "mean": correlation_mean},
-        "training": {"curves": {r.name: r.curve for r in runs if r.curve}, "summary": curve_summaries},
-        "alpha_sweep": sweep,
-        "alpha_differences": alpha_diffs,
-        "rrm_orientation": orientation,
-        "tokenization": {"runs": tokenization, "tokens_per_char": tpc, "tests": tok_test},
-        "against_paper": verdicts,
-        "plots": {},
-    }
-    results = _jsonable(results)
-    plot_files: dict[str, Path] = {}
-    if plots:
-        from xlpo.eval.plots import make_plots
-
-        diffs_by_run = {r.name: reward_differences(r.rows, reward_kind) for r in compared
-                        if reward_kind != "implicit" or any(_has_ref(x) for x in r.rows)}
-        plot_files = make_plots(results, diffs_by_run, out / "plots")
-        results["plots"] = {k: str(v.relative_to(out)) for k, v in plot_files.items()}
-    write_json(out / "results.json", results)
-    from xlpo.eval.report import write_reports
-
-    write_reports(results, out, plot_files)
-    return results

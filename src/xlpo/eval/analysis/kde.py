@@ -1,27 +1,20 @@
-"""KDE of reward differences: the evaluation grid, the KDE-weighted mean, and the shift (Fig. 6).
+"""KDE of reward differences: the evaluation grid, the plotted curves and the KDE-weighted mean (Fig. 6).
 
 Everything here is about one estimator (scipy's Gaussian KDE, Scott's bandwidth) and the range a
-KDE plot draws, so the plotted curves, the weighted means and the bootstrapped shift agree on the
-same bandwidth and cut. The vectorised `kde_weighted_means` exists because the shift's bootstrap
-evaluates thousands of resamples.
+KDE plot draws, so the plotted curves, the weighted means and the bootstrapped shift (in
+`compare`) agree on the same bandwidth and cut. The vectorised `kde_weighted_means` exists
+because the shift's bootstrap evaluates thousands of resamples.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-
-from xlpo.eval.analysis.accuracy import (
-    ALL,
-    _lang,
-    _languages,
-    _percentile_ci,
-    _rng,
-    pair_margins,
-)
+from scipy.special import ndtr
+from scipy.stats import gaussian_kde
 
 KDE_METHODS = ("grid", "density")
 GRID_SIZE = 256  # points of the plotted KDE curves
@@ -30,8 +23,6 @@ GRID_CUT = 3.0  # the KDE range: this many bandwidths beyond the data (seaborn k
 
 def _kde(values: np.ndarray):
     """scipy's Gaussian KDE (Scott's bandwidth) or None when degenerate (fewer than 2 distinct values)."""
-    from scipy.stats import gaussian_kde
-
     if values.size < 2 or np.ptp(values) == 0:
         return None
     try:
@@ -78,8 +69,6 @@ def kde_weighted_means(samples: np.ndarray, method: str = "grid", cut: float = G
     """
     if method not in KDE_METHODS:
         raise ValueError(f"unknown KDE-weighted mean method {method!r}; expected one of {', '.join(KDE_METHODS)}")
-    from scipy.special import ndtr
-
     x_all = np.asarray(samples, dtype=float)
     n_rows, n = x_all.shape
     out = np.full(n_rows, np.nan)
@@ -114,50 +103,17 @@ def kde_curve(values, grid: np.ndarray) -> np.ndarray | None:
     return None if kde is None else kde(grid)
 
 
-def _margin_groups(rows: Sequence[Mapping], kind: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{lang: (ids, margins)} with "all", undefined margins dropped."""
-    margins = pair_margins(rows, kind)
-    ids = np.array([str(r["id"]) for r in rows], dtype=object)
-    langs = np.array([_lang(r) for r in rows])
-    ok = ~np.isnan(margins)
-    out = {lang: (ids[ok & (langs == lang)], margins[ok & (langs == lang)]) for lang in _languages(rows)}
-    out = {k: v for k, v in out.items() if v[1].size}
-    out[ALL] = (ids[ok], margins[ok])
-    return out
-
-
-def kde_shift(baseline_rows: Sequence[Mapping], target_rows: Sequence[Mapping], kind: str = "sum",
-              method: str = "grid", n_boot: int = 1000, seed: int = 0) -> dict[str, dict[str, Any]]:
-    """Per language (and "all"): KDE-weighted mean of target minus baseline reward differences.
-
-    `{lang: {"shift", "lo", "hi", "baseline", "target", "mean_shift", "n_baseline", "n_target", "paired"}}`.
-    "baseline"/"target" are the two KDE-weighted means, "mean_shift" the plain difference of sample
-    means. Interval: 95% percentile bootstrap (n_boot resamples; 0 gives None); when both runs
-    scored the same pairs of a language, pairs are resampled jointly (paired), otherwise each run's
-    pairs independently.
-    """
-    base, targ = _margin_groups(baseline_rows, kind), _margin_groups(target_rows, kind)
-    out: dict[str, dict[str, Any]] = {}
-    for lang in [k for k in targ if k in base and k != ALL] + [ALL]:
-        (b_ids, b), (t_ids, t) = base[lang], targ[lang]
-        if b.size == 0 or t.size == 0:
-            continue
-        b_mean, t_mean = kde_weighted_mean(b, method), kde_weighted_mean(t, method)
-        paired = len(b_ids) == len(t_ids) and len(set(b_ids)) == len(b_ids) and set(b_ids) == set(t_ids)
-        boot = np.zeros(0)
-        if n_boot:
-            rng = _rng(seed, lang, kind, method, "shift")
-            if paired:
-                pos = {k: i for i, k in enumerate(t_ids)}
-                t = t[[pos[k] for k in b_ids]]  # align target to baseline order
-                idx = rng.integers(0, b.size, size=(n_boot, b.size))
-                t_idx = b_idx = idx
-            else:
-                t_idx = rng.integers(0, t.size, size=(n_boot, t.size))
-                b_idx = rng.integers(0, b.size, size=(n_boot, b.size))
-            boot = kde_weighted_means(t[t_idx], method) - kde_weighted_means(b[b_idx], method)
-        lo, hi = _percentile_ci(boot)
-        out[lang] = {"shift": t_mean - b_mean, "lo": lo, "hi": hi, "baseline": b_mean, "target": t_mean,
-                     "mean_shift": float(t.mean() - b.mean()), "n_baseline": int(b.size), "n_target": int(t.size),
-                     "paired": bool(paired)}
-    return out
+def kde_curves(samples: Mapping[str, np.ndarray], size: int = GRID_SIZE) -> dict[str, Any] | None:
+    """The curves a KDE plot of several samples draws on one shared grid: {"grid": [...], "density":
+    {name: [...] or None (degenerate: see "point")}, "point": {name: value of a degenerate sample}}."""
+    samples = {k: np.asarray(v, float) for k, v in samples.items() if np.asarray(v).size}
+    if not samples:
+        return None
+    grid = kde_grid(np.concatenate(list(samples.values())), size=size)
+    density, point = {}, {}
+    for name, values in samples.items():
+        curve = kde_curve(values, grid)
+        density[name] = None if curve is None else curve.tolist()
+        if curve is None:
+            point[name] = float(values[0])
+    return {"grid": grid.tolist(), "density": density, "point": point}

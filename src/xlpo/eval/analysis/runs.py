@@ -2,8 +2,6 @@
 
 Everything that touches files (scores.jsonl, scoring.json, the training run's metrics.jsonl,
 config.yaml and train_summary.json) is here, so the numeric modules stay pure functions of rows.
-Also the run-level selections `analyze` makes: which run is the baseline or target, which runs
-enter the method comparisons, and the alpha sweep.
 """
 
 from __future__ import annotations
@@ -17,13 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from xlpo.errors import UserError
-from xlpo.eval.analysis.accuracy import ALL, _lang
+from xlpo.eval.analysis.accuracy import ALL, lang_of
 from xlpo.fileio import iter_jsonl
+from xlpo.losses import get_loss
 
 # ---------------------------------------------------------------------------------------------
-# training logs, alpha sweep, tokenization
+# training logs, tokenization
 # ---------------------------------------------------------------------------------------------
 
 def load_training_log(train_dir: str | Path) -> dict[str, Any] | None:
@@ -74,7 +74,7 @@ def tokenization_diagnostics(rows: Sequence[Mapping]) -> dict[str, dict[str, Any
     log-probs over sum of tokens)."""
     groups: dict[str, list[Mapping]] = defaultdict(list)
     for r in rows:
-        groups[_lang(r)].append(r)
+        groups[lang_of(r)].append(r)
     groups = {k: groups[k] for k in sorted(groups)}
     groups[ALL] = list(rows)
     out = {}
@@ -104,6 +104,8 @@ _REQUIRED = {"id": (str, int), "logp_chosen": (int, float), "logp_rejected": (in
 
 @dataclass
 class ScoredRun:
+    """One scored run. Runs sharing a `group` are replicates of one method trained with different seeds."""
+
     name: str
     method: str
     dir: Path
@@ -132,8 +134,27 @@ class ScoredRun:
         """The RRM orientation of a run with alpha ("paper" when not stated: the library's default)."""
         return str(self.loss_params.get("rrm") or "paper") if self.alpha is not None else None
 
+    @property
+    def group(self) -> str:
+        """scoring.json `group` (the method label its seeds share); without it a run is its own group."""
+        return str(self.meta.get("group") or self.name)
 
-def _resolve(path_value: Any, run_dir: Path) -> Path | None:
+    @property
+    def seed(self) -> int | None:
+        """scoring.json `seed`, else the training config's `training.seed`."""
+        seed = self.meta.get("seed")
+        if seed is None:
+            seed = ((self.train_config or {}).get("training") or {}).get("seed")
+        return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+    @property
+    def trained(self) -> bool:
+        """False for the untrained starting model (method "base"): its scores have no seed-to-seed variation."""
+        return self.method != "base"
+
+
+def resolve_path(path_value: Any, run_dir: Path) -> Path | None:
+    """A path from scoring.json: absolute or existing as given, else relative to the run directory."""
     if not path_value:
         return None
     p = Path(path_value)
@@ -195,7 +216,7 @@ def load_run(run_dir: str | Path) -> ScoredRun:
     name = str(meta.get("name") or run_dir.name)
     method = str(meta.get("method") or name)
     run = ScoredRun(name=name, method=method, dir=run_dir, meta=meta, rows=rows)
-    train_dir = _resolve(meta.get("train_dir"), run_dir)
+    train_dir = resolve_path(meta.get("train_dir"), run_dir)
     if train_dir is not None:
         if not train_dir.is_dir():
             run.notes.append(f"training directory {train_dir} not found: no training curve")
@@ -206,8 +227,6 @@ def load_run(run_dir: str | Path) -> ScoredRun:
                 run.notes.append(f"{train_dir / 'metrics.jsonl'} not found: no training curve")
             cfg = train_dir / "config.yaml"
             if cfg.is_file():
-                import yaml
-
                 try:
                     loaded = yaml.safe_load(cfg.read_text(encoding="utf-8"))
                     run.train_config = loaded if isinstance(loaded, dict) else None
@@ -232,45 +251,6 @@ def _effective_loss_params(run: ScoredRun) -> dict | None:
     if not isinstance(given, dict):
         return None
     try:
-        from xlpo.losses import get_loss
-
         return get_loss(run.method).params(**given).model_dump()
     except Exception:  # an unregistered method or params this version does not know: keep them as given
         return given
-
-
-def pick_run(runs: Sequence[ScoredRun], key: str, role: str) -> ScoredRun | None:
-    """The run named `key`, else the only run whose method is `key`; None if none; UserError if ambiguous."""
-    for run in runs:
-        if run.name == key:
-            return run
-    matches = [r for r in runs if r.method == key]
-    if len(matches) > 1:
-        raise UserError(f"--{role} {key!r} matches {len(matches)} runs of that method "
-                        f"({', '.join(r.name for r in matches)}): pass one run name")
-    return matches[0] if matches else None
-
-
-def compared_runs(runs: Sequence[ScoredRun], target: ScoredRun | None) -> list[ScoredRun]:
-    """Runs drawn in the method comparisons: all but the alpha-sweep siblings of the target (same
-    method and RRM orientation, another alpha), which appear in the alpha sweep instead."""
-    if target is None:
-        return list(runs)
-    return [r for r in runs if r is target or not (r.method == target.method and r.rrm == target.rrm
-                                                    and r.alpha != target.alpha)]
-
-
-def alpha_sweep(runs: Sequence[ScoredRun], accuracy: Mapping[str, Mapping], method: str | None = None
-                ) -> list[dict[str, Any]]:
-    """Runs whose loss_params have alpha, grouped by (method, rrm), sorted by alpha: final and mean
-    training loss (from metrics.jsonl) and evaluation accuracy ("sum" and "mean", with intervals)."""
-    out = []
-    for run in runs:
-        if run.alpha is None or (method is not None and run.method != method):
-            continue
-        summary = curve_summary(run.curve) if run.curve else {}
-        acc = accuracy[run.name].get(ALL, {})
-        out.append({"name": run.name, "method": run.method, "rrm": run.rrm, "alpha": run.alpha,
-                    "final_loss": summary.get("final_loss"), "mean_loss": summary.get("mean_loss"),
-                    "acc_sum": acc.get("sum"), "acc_mean": acc.get("mean")})
-    return sorted(out, key=lambda e: (e["method"], str(e["rrm"]), e["alpha"]))
