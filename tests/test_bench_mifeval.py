@@ -21,7 +21,7 @@ from xlpo.bench.mifeval.registry import (
     lm_eval_instructions,
 )
 from xlpo.bench.mifeval.run import LANGUAGES, load_items
-from xlpo.bench.mifeval.scoring import aggregate, loose_variants, score_response
+from xlpo.bench.mifeval.instruction_accuracy import aggregate, loose_variants, score_response
 from xlpo.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -298,6 +298,9 @@ def test_run_mifeval_on_two_real_prompts_per_language(shared_data, tmp_path):
     assert config["limit"] == 2 and config["generation"]["max_tokens"] == 1024
     assert set(config["scoring"]["sentence_splitter"]) == {"english", "french"}
     assert config["scoring"]["sources"]["fr:detectable_format:title"] == "xlpo"
+    assert config["scoring"]["ja_tokenizer"]["name"] == "janome" and config["scoring"]["ja_tokenizer"]["version"] == "0.5.0"
+    assert "ja:keywords:forbidden_words" not in config["scoring"]["approximations"]
+    assert "ja:keywords:existence" in config["scoring"]["approximations"]
     scores = [json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
     assert [(s["language"], s["failed"]) for s in scores][:2] == [("en", True), ("en", False)]
     assert scores[0]["strict"] is None and scores[1]["strict"] == [True]

@@ -29,11 +29,26 @@ def test_number_of_sentences_less_than_and_at_least():
         ja.NumberOfSentencesJa(num_sentences=3, relation="at least")
 
 
-def test_keywords_are_substrings():
+def test_required_keywords_are_substrings():
     assert ja.KeywordExistenceJa(keywords=["創造性", "社会"])("その創造性を通じて社会問題を考える。") is True
     assert ja.KeywordExistenceJa(keywords=["創造性", "芸術"])("その創造性を通じて社会問題を考える。") is False
-    assert ja.ForbiddenWordsJa(forbidden_words=["大聖堂"])("この大聖堂は有名です。") is False
-    assert ja.ForbiddenWordsJa(forbidden_words=["大聖堂"])("この教会は有名です。") is True
+
+
+@pytest.mark.parametrize("words, response, followed", [
+    (["栄養"], "栄養素が豊富な食事。", True),  # 栄養 is not a word inside 栄養素
+    (["森"], "森林を歩く。", True),  # nor 森 inside 森林
+    (["森林"], "森林浴に行く。", True),
+    (["栄養"], "栄養が大切です。", False),
+    (["森"], "森を歩く。", False),
+    (["栄養"], "栄養補給と栄養素。", False),  # 栄養補給 is the compound 栄養 + 補給
+    (["大聖堂"], "この大聖堂は有名です。", False),  # janome splits it (大 + 聖堂): still one word
+    (["聖堂"], "この大聖堂は有名です。", True),  # a prefix belongs to its word
+    (["創造"], "その創造性を考える。", True),  # and so does a suffix
+    (["大聖堂"], "この教会は有名です。", True),
+    (["猫", "犬"], "犬が好き。", False),
+])
+def test_forbidden_words_match_whole_words(words, response, followed):
+    assert ja.ForbiddenWordsJa(forbidden_words=words)(response) is followed
 
 
 def test_keyword_frequency():
@@ -47,6 +62,17 @@ def test_nominal_endings_count_sentences_ending_on_a_noun():
     assert ja.NominalEndingJa(count=3)(text) is True
     assert ja.NominalEndingJa(count=4)(text) is False
     assert ja.NominalEndingJa(count=1)("彼は「景色。」と言った。") is False  # quoted text is removed first
+
+
+@pytest.mark.parametrize("sentence", ["大切なのは一つ。", "川の流れ。", "期待の高まり！", "深い味わい。", "静かな佇まい？"])
+def test_nouns_ending_in_hiragana_are_nominal_endings(sentence):
+    assert ja.NominalEndingJa(count=1)(sentence) is True
+
+
+@pytest.mark.parametrize("sentence", ["川が流れる。", "期待が高まった。", "深く味わう。", "とても美しい。",
+                                      "静かです。", "雨が降った！"])
+def test_verbs_adjectives_and_copulas_are_not_nominal_endings(sentence):
+    assert ja.NominalEndingJa(count=1)(sentence) is False
 
 
 def test_nth_paragraph_starts_with_the_word():

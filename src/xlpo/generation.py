@@ -74,7 +74,7 @@ class HFGenerator:
         side = tok.padding_side
         tok.padding_side = "left"  # decoder-only models continue from the right edge
         outputs: list[list[Completion]] = []
-        stop_ids = _stop_token_ids(self.model, tok)
+        stop_ids = stop_token_ids(self.model, tok)
         try:
             for start in range(0, len(texts), settings.batch_size):
                 batch = texts[start:start + settings.batch_size]
@@ -108,7 +108,7 @@ class HFGenerator:
         return outputs
 
 
-def _stop_token_ids(model, tokenizer) -> set[int]:
+def stop_token_ids(model, tokenizer) -> set[int]:
     """Token ids that end generation: the model's generation EOS ids and the tokenizer's EOS."""
     eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])

@@ -1,7 +1,7 @@
 """`xlpo serve`: an OpenAI-compatible chat-completions server over a model and optional adapter.
 
-Binds to 127.0.0.1 unless told otherwise. One request generates at a time (the model is not
-thread-safe); requests are validated and answered with OpenAI-style error bodies.
+Binds to 127.0.0.1 unless told otherwise. Requests are validated here, answered whole or streamed as
+Server-Sent Events, and generated in batches by `BatchingEngine` (the only thread that runs the model).
 """
 
 from __future__ import annotations
@@ -11,12 +11,18 @@ import ipaddress
 import json
 import os
 import sys
-import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from xlpo.generation import GenerationSettings
+from jinja2 import TemplateError
+
+from xlpo.bench.serve_engine import BatchingEngine, Failed, Finished, Job, TextPiece
+from xlpo.bench.serve_generation import Sampling
+from xlpo.errors import UserError
+from xlpo.generation import Completion
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 ROLES = ("system", "user", "assistant")
@@ -28,46 +34,94 @@ class RequestError(ValueError):
         self.status, self.kind = status, kind
 
 
+@dataclass
+class ChatCall:
+    """A validated request: the job for the engine, and how the reply is to be sent."""
+
+    job: Job
+    include_usage: bool = False  # stream only: a last chunk with token usage
+    id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
 class ChatService:
     """The protocol logic, separate from HTTP so that it is testable without sockets."""
 
-    def __init__(self, generator, served_name: str, max_tokens_limit: int = 4096, default_max_tokens: int = 512):
-        self.generator = generator
+    def __init__(self, engine: BatchingEngine, served_name: str, max_tokens_limit: int = 4096,
+                 default_max_tokens: int = 512, render: Callable[[list[dict]], str] | None = None):
+        self.engine = engine
         self.served_name = served_name
         self.max_tokens_limit = max_tokens_limit
         self.default_max_tokens = default_max_tokens
-        self.lock = threading.Lock()
+        self.render = render  # the chat template: messages it rejects are this request's 400, not its batch's 500
 
     def models(self) -> dict:
         return {"object": "list", "data": [{"id": self.served_name, "object": "model", "owned_by": "xlpo"}]}
 
-    def chat(self, body: object) -> dict:
-        messages, settings = self.parse(body)
-        with self.lock:
-            completions = self.generator.generate_detailed([messages], settings)[0]
-        prompt_tokens = completions[0].prompt_tokens
-        completion_tokens = sum(c.completion_tokens for c in completions)
+    def submit(self, call: ChatCall) -> None:
+        self.engine.submit(call.job)
+
+    def reply(self, call: ChatCall) -> dict:
+        """Waits for the submitted job and returns its whole `chat.completion` object (no streaming)."""
+        while True:
+            event = call.job.events.get()
+            if isinstance(event, Failed):
+                raise RequestError(f"generation failed: {event.message}", 500, "server_error")
+            if isinstance(event, Finished):
+                break
+        completions = event.completions
         return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": self.served_name,
-            "choices": [{"index": i, "message": {"role": "assistant", "content": c.text},
+            **self._envelope(call, "chat.completion"),
+            "choices": [{"index": i, "message": {"role": "assistant", "content": c.text}, "logprobs": None,
                          "finish_reason": c.finish_reason} for i, c in enumerate(completions)],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
+            "usage": _usage(completions),
         }
 
-    def parse(self, body: object) -> tuple[list[dict], GenerationSettings]:
+    def chunks(self, call: ChatCall) -> Iterator[dict]:
+        """The `chat.completion.chunk` objects of a streamed reply, as the text is generated.
+
+        Each choice opens with its role, then its text pieces; a last chunk per choice carries its
+        finish_reason, and with include_usage one more chunk with no choices carries the usage.
+        """
+        def chunk(choices: list[dict]) -> dict:
+            return {**self._envelope(call, "chat.completion.chunk"), "choices": choices,
+                    **({"usage": None} if call.include_usage else {})}
+
+        for i in range(call.job.sampling.n):
+            yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                          "finish_reason": None}])
+        while True:
+            event = call.job.events.get()
+            if isinstance(event, Failed):
+                raise RequestError(f"generation failed: {event.message}", 500, "server_error")
+            if isinstance(event, TextPiece):
+                yield chunk([{"index": event.choice, "delta": {"content": event.text}, "logprobs": None,
+                              "finish_reason": None}])
+                continue
+            for i, completion in enumerate(event.completions):
+                yield chunk([{"index": i, "delta": {}, "logprobs": None, "finish_reason": completion.finish_reason}])
+            if call.include_usage:
+                yield {**self._envelope(call, "chat.completion.chunk"), "choices": [],
+                       "usage": _usage(event.completions)}
+            return
+
+    def _envelope(self, call: ChatCall, kind: str) -> dict:
+        return {"id": call.id, "object": kind, "created": call.created, "model": self.served_name}
+
+    def parse(self, body: object) -> ChatCall:
         if not isinstance(body, dict):
             raise RequestError("the request body must be a JSON object")
         model = body.get("model")
         if model is not None and model != self.served_name:
             raise RequestError(f"model '{model}' is not served here (this server serves '{self.served_name}')",
                                404, "model_not_found")
-        if body.get("stream"):
-            raise RequestError("stream=true is not supported; send stream=false")
+        stream, include_usage = _stream_settings(body)
         messages = _messages(body.get("messages"))
+        if self.render is not None:
+            try:
+                self.render(messages)
+            except TemplateError as exc:
+                raise RequestError(f"the model's chat template rejects these messages: {exc}") from None
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens", self.default_max_tokens))
         if max_tokens is None:
             max_tokens = self.default_max_tokens
@@ -85,9 +139,35 @@ class ChatService:
             seed = 0
         if not _is_int(seed):
             raise RequestError("seed must be an integer")
-        settings = GenerationSettings(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, n=n,
-                                      seed=seed, batch_size=1)
-        return messages, settings
+        sampling = Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p, n=n, seed=seed)
+        return ChatCall(Job(messages, sampling, stream=stream), include_usage=include_usage)
+
+
+def _usage(completions: list[Completion]) -> dict:
+    prompt_tokens = completions[0].prompt_tokens
+    completion_tokens = sum(c.completion_tokens for c in completions)
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def _stream_settings(body: dict) -> tuple[bool, bool]:
+    """(stream, include_usage) from `stream` and `stream_options`, as OpenAI validates them."""
+    stream = body.get("stream")
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise RequestError("stream must be true or false")
+    options = body.get("stream_options")
+    if options is None:
+        return stream, False
+    if not stream:
+        raise RequestError("stream_options is only allowed when stream is true")
+    if not isinstance(options, dict):
+        raise RequestError("stream_options must be an object")
+    include_usage = options.get("include_usage", False)
+    if not isinstance(include_usage, bool):
+        raise RequestError("stream_options.include_usage must be true or false")
+    return stream, include_usage
 
 
 def _is_int(value) -> bool:
@@ -140,7 +220,36 @@ def make_handler(service: ChatService, api_key: str | None):
             self.wfile.write(data)
 
         def _error(self, exc: RequestError) -> None:
-            self._send(exc.status, {"error": {"message": str(exc), "type": exc.kind, "code": exc.status}})
+            self._send(exc.status, _error_body(exc))
+
+        def _stream(self, call: ChatCall) -> None:
+            """Server-Sent Events in HTTP/1.1 chunks: one `data:` event per chunk object, then [DONE].
+
+            A failure after the headers went out can only be told in the stream: an `error` event,
+            as OpenAI does (its SDK raises it). A client that leaves stops its rows at the next token.
+            """
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            try:
+                try:
+                    for chunk in service.chunks(call):
+                        self._event(json.dumps(chunk, ensure_ascii=False))
+                    self._event("[DONE]")
+                except RequestError as exc:
+                    self._event(json.dumps(_error_body(exc), ensure_ascii=False))
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                call.job.gone.set()
+                self.close_connection = True
+
+        def _event(self, data: str) -> None:
+            payload = f"data: {data}\n\n".encode("utf-8")
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(payload), payload))
+            self.wfile.flush()
 
         def _authorised(self) -> bool:
             if api_key is None:
@@ -167,27 +276,34 @@ def make_handler(service: ChatService, api_key: str | None):
             if not self._authorised():
                 return
             try:
-                length = int(self.headers.get("Content-Length", "0"))
-                if length > MAX_BODY_BYTES:
-                    raise RequestError("request body too large", 413)
-                try:
-                    body = json.loads(self.rfile.read(length).decode("utf-8"))
-                except (UnicodeDecodeError, json.JSONDecodeError):
-                    raise RequestError("the request body is not valid JSON") from None
-                self._send(200, service.chat(body))
+                call = service.parse(self._body())
+                service.submit(call)
+                if call.job.stream:
+                    self._stream(call)
+                else:
+                    self._send(200, service.reply(call))
             except RequestError as exc:
                 self._error(exc)
-            except Exception as exc:  # a generation failure must not kill the server
-                self._error(RequestError(f"generation failed: {type(exc).__name__}: {exc}", 500, "server_error"))
+
+        def _body(self) -> object:
+            length = int(self.headers.get("Content-Length", "0"))
+            if length > MAX_BODY_BYTES:
+                raise RequestError("request body too large", 413)
+            try:
+                return json.loads(self.rfile.read(length).decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                raise RequestError("the request body is not valid JSON") from None
 
     return Handler
+
+
+def _error_body(exc: RequestError) -> dict:
+    return {"error": {"message": str(exc), "type": exc.kind, "code": exc.status}}
 
 
 def make_server(service: ChatService, host: str = "127.0.0.1", port: int = 8000,
                 api_key_env: str | None = None) -> ThreadingHTTPServer:
     """A bound, not yet serving, HTTP server (port 0 picks a free port: see `server.server_address`)."""
-    from xlpo.errors import UserError
-
     api_key = None
     if api_key_env:
         api_key = os.environ.get(api_key_env)

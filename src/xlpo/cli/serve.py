@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from xlpo.cli import app, user_errors
+from xlpo.cli import app, quiet_libraries, user_errors
+from xlpo.errors import UserError
 
 
 @app.command()
@@ -24,21 +26,27 @@ def serve(
         "--api-key-env", help="Require 'Authorization: Bearer KEY' with KEY read from this environment variable.")] = None,
     max_tokens_limit: Annotated[int, typer.Option("--max-tokens-limit", min=1, help="Largest max_tokens accepted.")] = 4096,
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Run the model repo's own code.")] = False,
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", min=1, help="Most sequences (requests x n) generated together in one call.")] = 8,
+    batch_wait_ms: Annotated[float, typer.Option(
+        "--batch-wait-ms", min=0, help="How long a waiting request waits for others to share its call.")] = 20,
 ) -> None:
-    """Serve POST /v1/chat/completions and GET /v1/models until interrupted (Ctrl-C)."""
-    import os
-
+    """Serve POST /v1/chat/completions (streamed or not) and GET /v1/models until interrupted (Ctrl-C)."""
+    # Imported here, not at the top: they load torch and transformers, which `xlpo --help` must not.
+    from xlpo.bench.serve_engine import BatchingEngine
+    from xlpo.bench.serve_generation import BatchGenerator
     from xlpo.bench.server import ChatService, is_loopback, make_server
-    from xlpo.cli import quiet_libraries
-    from xlpo.errors import UserError
-    from xlpo.generation import make_generator
+    from xlpo.generation import make_generator, render_prompt
 
     if api_key_env and not os.environ.get(api_key_env):  # checked before the model loads
         raise UserError(f"--api-key-env {api_key_env}: that environment variable is not set")
     quiet_libraries()
     name = served_name or (adapter.resolve().name if adapter else Path(model).name)
     generator = make_generator(model, str(adapter) if adapter else None, dtype, "hf", trust_remote_code)
-    server = make_server(ChatService(generator, name, max_tokens_limit), host, port, api_key_env)
+    engine = BatchingEngine(BatchGenerator(generator.model, generator.tokenizer), batch_size, batch_wait_ms / 1000)
+    service = ChatService(engine, name, max_tokens_limit,
+                          render=lambda messages: render_prompt(generator.tokenizer, messages))
+    server = make_server(service, host, port, api_key_env)
     bound_host, bound_port = server.server_address[:2]
     if not is_loopback(host):
         typer.echo(f"xlpo serve: warning: listening on {host}, reachable from other machines"
@@ -50,3 +58,4 @@ def serve(
         pass
     finally:
         server.server_close()
+        engine.close()

@@ -2,16 +2,20 @@
 
 Each matches the class of the same instruction in M-IFEval's instructions/ja_instructions.py
 (lightblue-tech/M-IFEval). Japanese has no spaces, so keyword, sentence and first-word checks cannot use
-IFEval's English code. Upstream matches keywords against janome tokens; janome is not available here, so
-keywords are matched as substrings (as the shisa-ai/M-IFEval fork now does, since janome splits compounds
-such as 創造性), and nominal endings use a character-class stand-in for janome's part of speech.
+IFEval's English code. Words come from janome (IPADIC), as upstream: forbidden words must be whole words
+and nominal endings need janome's noun tag. Required keywords are matched as substrings, as IFEval's
+own existence/frequency checks do and as the shisa-ai/M-IFEval fork does (upstream wants one janome
+token, which fails on compounds that janome splits, such as 創造性 = 創造 + 性).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import ClassVar
+
+from janome.tokenizer import Tokenizer
 
 from xlpo.bench.mifeval.checkers_common import (
     JA_RELATIONS,
@@ -87,7 +91,7 @@ def _require_text(name: str, value: object) -> None:
 
 @dataclass(frozen=True)
 class KeywordExistenceJa:
-    """keywords:existence: every keyword occurs (case-sensitive substring; upstream: a janome token)."""
+    """keywords:existence: every keyword occurs (case-sensitive substring, as IFEval; upstream: a janome token)."""
 
     keywords: list
 
@@ -98,9 +102,39 @@ class KeywordExistenceJa:
         return all(keyword in response for keyword in self.keywords)
 
 
+@functools.lru_cache(maxsize=1)
+def janome_tokenizer() -> Tokenizer:
+    """One janome tokenizer for the process (loading its dictionary takes a moment)."""
+    return Tokenizer()
+
+
+def word_boundaries(text: str) -> set[int]:
+    """Character offsets where a word starts or ends: janome token edges, except inside prefix + word
+    (大 + 聖堂) and word + suffix (創造 + 性, 三 + 人), which are one word."""
+    boundaries, offset, previous = {0, len(text)}, 0, ""
+    for token in janome_tokenizer().tokenize(text):
+        joined = previous.startswith("接頭詞") or token.part_of_speech.startswith("名詞,接尾")
+        if not joined:
+            boundaries.add(offset)
+        offset += len(token.surface)
+        previous = token.part_of_speech
+    return boundaries
+
+
+def contains_word(text: str, word: str, boundaries: set[int]) -> bool:
+    """Whether `word` occurs in `text` starting and ending on word boundaries (IFEval's \\bword\\b)."""
+    start = text.find(word)
+    while start != -1:
+        if start in boundaries and start + len(word) in boundaries:
+            return True
+        start = text.find(word, start + 1)
+    return False
+
+
 @dataclass(frozen=True)
 class ForbiddenWordsJa:
-    """keywords:forbidden_words: no forbidden word occurs (substring; upstream: a janome token)."""
+    """keywords:forbidden_words: no forbidden word occurs as a whole word (栄養 is not in 栄養素, 森 not in
+    森林), as IFEval matches \\bword\\b; a word janome splits (大聖堂 = 大 + 聖堂) is still found."""
 
     forbidden_words: list
 
@@ -108,7 +142,8 @@ class ForbiddenWordsJa:
         _require_words("forbidden_words", self.forbidden_words)
 
     def __call__(self, response: str) -> bool:
-        return not any(word in response for word in self.forbidden_words)
+        boundaries = word_boundaries(response)
+        return not any(contains_word(response, word, boundaries) for word in self.forbidden_words)
 
 
 @dataclass(frozen=True)
@@ -128,19 +163,10 @@ class KeywordFrequencyJa:
         return compare(response.count(self.keyword.strip()), self.relation, self.frequency, JA_RELATIONS)
 
 
-# Endings janome tags as nouns that the character classes below would miss: common formal nouns.
-_HIRAGANA_NOUN_ENDINGS = ("こと", "もの", "ところ", "とき", "ため", "はず", "わけ")
-_NOUN_FINAL_CHAR = re.compile(r"[\u4e00-\u9fff々〆ヵヶ\u30a1-\u30fa\u30fcA-Za-z0-9\uff10-\uff19\uff21-\uff3a\uff41-\uff5a]")
-
-
 @dataclass(frozen=True)
 class NominalEndingJa:
-    """detectable_format:nominal_ending (体言止め): at least `count` sentences end (。！？) right after a noun.
-
-    Upstream asks janome whether the token before the mark is a noun; without janome a noun is
-    approximated by its last character (kanji, katakana, a Latin letter or digit, also full-width) or a formal noun
-    such as こと. Quoted 「...」 and 『...』 spans are removed first, as upstream.
-    """
+    """detectable_format:nominal_ending (体言止め): at least `count` janome tokens 。！？ directly follow a token
+    tagged 名詞 (noun), as upstream. Quoted 「...」 and 『...』 spans are removed first, as upstream."""
 
     count: int
 
@@ -148,12 +174,9 @@ class NominalEndingJa:
         require_count("count", self.count)
 
     def __call__(self, response: str) -> bool:
-        text = _QUOTED.sub("", response)
-        nominal = 0
-        for i, char in enumerate(text):
-            if char in "。！？" and i > 0:
-                before = text[:i]
-                nominal += bool(_NOUN_FINAL_CHAR.fullmatch(before[-1]) or before.endswith(_HIRAGANA_NOUN_ENDINGS))
+        tokens = list(janome_tokenizer().tokenize(_QUOTED.sub("", response)))
+        nominal = sum(1 for before, token in zip(tokens, tokens[1:])
+                      if token.surface in "。！？" and before.part_of_speech.startswith("名詞"))
         return nominal >= self.count
 
 

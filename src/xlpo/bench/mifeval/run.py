@@ -18,7 +18,7 @@ from xlpo.bench.common import run_requests, write_results
 from xlpo.bench.mifeval.checkers_common import LANGDETECT_SEED
 from xlpo.bench.mifeval.nltk_setup import ensure_punkt_tab
 from xlpo.bench.mifeval.registry import Check, build_checker, describe_checkers
-from xlpo.bench.mifeval.scoring import aggregate, score_response
+from xlpo.bench.mifeval.instruction_accuracy import aggregate, score_response
 from xlpo.errors import UserError
 from xlpo.fileio import iter_jsonl, write_jsonl
 
@@ -128,6 +128,8 @@ def run_mifeval(*, data_dir: str | Path, out_dir: str | Path, candidate: ChatBac
             "checkers": f"lm-eval {_version('lm_eval')} IFEval checkers + xlpo M-IFEval checkers (fr/es/ja)",
             "sentence_splitter": splitters,
             "langdetect": {"version": _version("langdetect"), "seed": LANGDETECT_SEED},
+            "ja_tokenizer": {"name": "janome", "version": _version("janome"), "dictionary": "its bundled IPADIC",
+                             "used_by": ["ja:keywords:forbidden_words", "ja:detectable_format:nominal_ending"]},
             "loose": "IFEval loose: any of response / without first line / without last line / without both, "
                      "each also without '*'",
             **describe_checkers(),
