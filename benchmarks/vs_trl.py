@@ -1,8 +1,14 @@
-"""xlpo against Hugging Face TRL, side by side: pairs/s, peak RSS and model FLOP utilisation.
+"""xlpo against Hugging Face TRL, side by side: pairs/s, peak memory and model FLOP utilisation.
 
 Same model, data, batch (8 pairs), LoRA (r 16, all linear layers), plain-text format and thread
-count for both libraries; each run is a separate child process (so RSS is its own), runs are
-alternated, and the numbers printed are ratios measured in this one script.
+count for both libraries; each run is a separate child process (so its memory is its own), runs
+are alternated, and the numbers printed are ratios measured in this one script.
+
+On the CPU both libraries compute in fp32 without gradient checkpointing and peak memory is the
+process's RSS. On a CUDA GPU (`--device cuda`, the default when one is present) both compute in
+bf16 (xlpo's model.dtype=auto, TRL's bf16=True), TRL otherwise keeps its defaults (gradient
+checkpointing on), peak memory is torch.cuda.max_memory_allocated, and MFU is against a bf16
+matmul measured on the same GPU.
 
     .venv/bin/pip install 'torch==2.13.0' -e '.[bench]'       # TRL 1.16
     .venv/bin/python benchmarks/vs_trl.py                       # all settings, 1 and 2 threads
@@ -89,10 +95,12 @@ def prepare(workdir: Path, settings: list[str], n_pairs: int) -> dict[str, Path]
 
 # --------------------------------------------------------------------------- one run (child)
 
-def _matmul_ceiling(threads: int) -> float:
-    """fp32 GFLOP/s of a large matmul with this many threads: the MFU denominator."""
+def matmul_ceiling_gflops(threads: int, device: str = "cpu") -> float:
+    """GFLOP/s of a large matmul (fp32 on the CPU with this many threads, bf16 on CUDA): the MFU denominator."""
     import torch
 
+    if device == "cuda":
+        return _cuda_bf16_matmul_gflops()
     a, b = torch.randn(1536, 1536), torch.randn(1536, 1536)
     for _ in range(2):
         a @ b
@@ -102,6 +110,25 @@ def _matmul_ceiling(threads: int) -> float:
         a @ b
         best = min(best, time.perf_counter() - tic)
     return 2 * 1536 ** 3 / best / 1e9
+
+
+def _cuda_bf16_matmul_gflops(size: int = 8192, repeats: int = 10) -> float:
+    """Median bf16 GFLOP/s of a size^3 matmul on random data, timed with CUDA events after warm-up."""
+    import torch
+
+    a = torch.randn(size, size, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(size, size, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        a @ b
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1000)
+    return 2 * size ** 3 / statistics.median(times) / 1e9
 
 
 def _model_flops(model_dir: str, tokens_per_step: float, method: str) -> float:
@@ -119,11 +146,13 @@ def _model_flops(model_dir: str, tokens_per_step: float, method: str) -> float:
     return 2 * n * tokens_per_step * passes
 
 
-def _import_everything(model_dir: str) -> None:
+def _import_everything(model_dir: str, lib: str) -> None:
     os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
     import peft  # noqa: F401
-    import trl  # noqa: F401
-    import trl.experimental.cpo  # noqa: F401
+
+    if lib == "trl":  # only TRL's runs need it: xlpo's run where TRL's wheel was not carried
+        import trl  # noqa: F401
+        import trl.experimental.cpo  # noqa: F401
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     import xlpo.train.trainer  # noqa: F401
@@ -143,6 +172,14 @@ def end_to_end_mfu(result: dict, model_dir: str) -> float:
     return flops / result["total_seconds"] / (result["matmul_gflops"] * 1e9)
 
 
+def steady_step_mfu(result: dict, model_dir: str) -> float:
+    """Model FLOPs of the work one steady step really does over its time and the ceiling: xlpo's DPO
+    step has its reference log-probs already (forward + backward), TRL's also runs the reference."""
+    method = "dpo" if result["method"] == "dpo" and result["lib"] == "trl" else "simpo"  # 3 passes, else 2
+    flops = _model_flops(model_dir, result["tokens_per_step"], method)
+    return flops / result["steady_step_seconds"] / (result["matmul_gflops"] * 1e9)
+
+
 def child(args) -> None:
     import resource
 
@@ -153,19 +190,25 @@ def child(args) -> None:
     steps = args.warmup + args.steps
     rows = rows[:steps * BATCH]
     out = Path(tempfile.mkdtemp(prefix=f"bench-{args.lib}-"))
-    _import_everything(args.model)  # module import time is not training time, for either library
+    _import_everything(args.model, args.lib)  # module import time is not training time, for either library
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     if args.lib == "xlpo":
         step_times, tokens = _run_xlpo(args, rows, out, steps)
     else:
         step_times, tokens = _run_trl(args, rows, out, steps)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {"lib": args.lib, "method": args.method, "setting": args.setting, "threads": args.threads,
-              "pairs": len(rows), "total_seconds": step_times.pop("total"),
+              "device": args.device, "pairs": len(rows), "total_seconds": step_times.pop("total"),
               "steady_step_seconds": statistics.median(step_times["steps"][args.warmup:]),
-              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-              "tokens_per_step": tokens, "matmul_gflops": _matmul_ceiling(args.threads),
+              "peak_rss_mb": rss,
+              "peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda" else rss,
+              "memory_measure": "torch.cuda.max_memory_allocated" if args.device == "cuda" else "peak RSS",
+              "tokens_per_step": tokens, "matmul_gflops": matmul_ceiling_gflops(args.threads, args.device),
               "layout": step_times.get("layout", "two rows")}
     result["pairs_per_second"] = result["pairs"] / result["total_seconds"]
     result["mfu"] = end_to_end_mfu(result, args.model)
+    result["steady_step_mfu"] = steady_step_mfu(result, args.model)
     Path(args.result).write_text(json.dumps(result))
 
 
@@ -177,7 +220,9 @@ def _run_xlpo(args, rows, out: Path, steps: int):
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     loss = {"dpo": ["loss.name=dpo", "loss.beta=0.1"], "simpo": ["loss.name=simpo", "loss.beta=2.0", "loss.gamma=0.5"],
             "capo": ["loss.name=capo"]}[args.method]
-    cfg = load_config(None, [f"model.name_or_path={args.model}", "model.dtype=float32", f"data.train={data}",
+    # fp32 on the CPU (as TRL there); dtype auto = bf16 on a GPU that supports it.
+    dtype = "auto" if args.device == "cuda" else "float32"
+    cfg = load_config(None, [f"model.name_or_path={args.model}", f"model.dtype={dtype}", f"data.train={data}",
                              "data.chat_format=none", "data.max_length=512", "data.max_prompt_length=256", *loss,
                              f"training.output_dir={out / 'run'}", f"training.batch_size={BATCH}",
                              f"training.max_steps={steps}", "training.learning_rate=1e-5", "training.progress=false",
@@ -212,11 +257,14 @@ def _run_trl(args, rows, out: Path, steps: int):
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
     common = dict(output_dir=str(out / "run"), per_device_train_batch_size=BATCH, max_steps=steps, learning_rate=1e-5,
-                  logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, seed=42, max_length=512,
-                  dataloader_num_workers=0,
-                  # TRL 1.x defaults to gradient checkpointing and bf16; match xlpo's run (fp32, no
-                  # checkpointing) so that both do the same arithmetic on the same activations.
-                  gradient_checkpointing=False, bf16=False)
+                  logging_steps=1, save_strategy="no", report_to=[], seed=42, max_length=512,
+                  dataloader_num_workers=0)
+    if args.device == "cuda":
+        common.update(use_cpu=False, bf16=True)  # TRL's defaults otherwise (gradient checkpointing on)
+    else:
+        # TRL 1.x defaults to gradient checkpointing and bf16; match xlpo's CPU run (fp32, no
+        # checkpointing) so that both do the same arithmetic on the same activations.
+        common.update(use_cpu=True, gradient_checkpointing=False, bf16=False)
     tic = time.perf_counter()
     if args.method == "dpo":
         from trl import DPOConfig, DPOTrainer
@@ -242,19 +290,29 @@ def _run_trl(args, rows, out: Path, steps: int):
 PEERS = {"dpo": "TRL DPOTrainer", "simpo": "TRL CPOTrainer (simpo)", "capo": "TRL CPOTrainer (simpo)"}
 
 
-def run_one(paths, setting, lib, method, threads, args) -> dict:
+def run_child(model_dir, data, lib: str, method: str, *, setting: str = "-", threads: int = 1, steps: int = 5,
+              warmup: int = 1, layout: str = "shared", device: str = "cpu", timeout: float | None = None) -> dict:
+    """One training run in a fresh process (its memory and imports its own); its result dict."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         result_path = f.name
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
            "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, __file__, "--child", "--lib", lib, "--method", method, "--setting", setting,
-           "--model", str(paths[setting]), "--data", str(paths["data"]), "--threads", str(threads),
-           "--steps", str(args.steps), "--warmup", str(args.warmup), "--result", result_path,
-           "--xlpo-layout", args.xlpo_layout]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+           "--model", str(model_dir), "--data", str(data), "--threads", str(threads),
+           "--steps", str(steps), "--warmup", str(warmup), "--result", result_path,
+           "--xlpo-layout", layout, "--device", device]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     if done.returncode != 0:
-        raise SystemExit(f"{lib} {method} ({setting}) failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"{lib} {method} ({setting}) failed:\n{done.stderr[-3000:]}")
     return json.loads(Path(result_path).read_text())
+
+
+def run_one(paths, setting, lib, method, threads, args) -> dict:
+    try:
+        return run_child(paths[setting], paths["data"], lib, method, setting=setting, threads=threads,
+                         steps=args.steps, warmup=args.warmup, layout=args.xlpo_layout, device=args.device)
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def main() -> None:
@@ -270,12 +328,18 @@ def main() -> None:
     parser.add_argument("--xlpo-layout", choices=["shared", "two_rows"], default="shared",
                         help="xlpo's batch layout: its default, chosen and rejected sharing one row with the prompt "
                              "once (shared), or a row each as TRL does (two_rows)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="auto = cuda when a GPU is present: bf16, GPU peak memory (see the module docstring)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "vs_trl.json"))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for name in ("lib", "method", "setting", "model", "data", "result"):
         parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.threads = args.threads if args.child else [int(t) for t in args.threads.split(",")]
+    if args.device == "auto":
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.child:
         args.threads = int(args.threads)
         child(args)
@@ -300,19 +364,20 @@ def main() -> None:
                 x, t = _median_run(runs["xlpo"]), _median_run(runs["trl"])
                 row = {"setting": setting, "threads": threads, "method": method, "xlpo": x, "trl": t,
                        "speed_ratio": x["pairs_per_second"] / t["pairs_per_second"],
-                       "memory_ratio": x["peak_rss_mb"] / t["peak_rss_mb"], "peer": PEERS[method]}
+                       "memory_ratio": x["peak_memory_mb"] / t["peak_memory_mb"], "peer": PEERS[method]}
                 if args.repeats > 1:
                     row["all_pairs_per_second"] = {lib: [r["pairs_per_second"] for r in rs] for lib, rs in runs.items()}
                 results.append(row)
                 print(f"{setting:8} {threads:>3} {method:6} {x['pairs_per_second']:9.3f} {t['pairs_per_second']:8.3f} "
-                      f"{row['speed_ratio']:6.2f} {x['peak_rss_mb']:8.0f} {t['peak_rss_mb']:8.0f} "
+                      f"{row['speed_ratio']:6.2f} {x['peak_memory_mb']:8.0f} {t['peak_memory_mb']:8.0f} "
                       f"{row['memory_ratio']:5.2f} {x['mfu']:8.1%} {t['mfu']:8.1%}  {row['peer']}", flush=True)
     import platform
 
     from xlpo.versions import library_versions
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+    Path(args.out).write_text(json.dumps({"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                                                      "device": args.device, "gpu": _gpu_name()},
                                           "versions": {**library_versions(), "trl": _trl_version()},
                                           "batch_pairs": BATCH, "steps": args.steps, "warmup": args.warmup,
                                           "repeats": args.repeats, "xlpo_layout": args.xlpo_layout,
@@ -323,6 +388,12 @@ def main() -> None:
 def _median_run(runs: list[dict]) -> dict:
     """The run with the median pairs/s (the lower middle one for an even count)."""
     return sorted(runs, key=lambda r: r["pairs_per_second"])[(len(runs) - 1) // 2]
+
+
+def _gpu_name() -> str | None:
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else None
 
 
 def _trl_version() -> str:

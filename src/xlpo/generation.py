@@ -2,18 +2,27 @@
 
 Used by ICR sampling and by the benchmarks. Prompts are strings (wrapped as one user turn) or
 message lists; with `chat=True` the tokenizer's chat template is applied with a generation prompt.
+Both backends get the same prompt token ids and the same sampling distribution (no top-k unless
+asked for), so switching backend changes speed, not what is sampled from.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal, Union
 
 import torch
 
+from xlpo.data.tokenize import leading_bos, prompt_ids
 from xlpo.errors import UserError
+from xlpo.models import load_adapter, load_model, load_tokenizer, resolve_model_path
 
 Prompt = Union[str, list[dict[str, str]]]
+
+# vLLM accepts only these values of max_lora_rank (vllm/config/lora.py, MaxLoRARanks).
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
 @dataclass(frozen=True)
@@ -21,6 +30,8 @@ class GenerationSettings:
     max_new_tokens: int = 256
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
+    # 0 = no top-k cutoff, as the ICR paper samples (vLLM's default); HF's generate would apply 50.
+    top_k: int = 0
     n: int = 1  # samples per prompt
     seed: int = 42
     batch_size: int = 8  # prompts per generate() call (HF backend)
@@ -28,6 +39,14 @@ class GenerationSettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class VLLMSettings:
+    """Engine settings for vLLM (ignored by the HF backend)."""
+
+    max_model_len: int | None = None  # longest prompt + response planned for; None = the model's context
+    gpu_memory_utilization: float = 0.9  # share of GPU memory for weights + KV cache (vLLM's default)
 
 
 @dataclass(frozen=True)
@@ -48,6 +67,67 @@ def render_prompt(tokenizer, prompt: Prompt, chat: bool = True) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+class PromptEncoder:
+    """Prompt token ids as training encodes prompts: the text's own tokens plus exactly one BOS
+    where the tokenizer uses one (a chat template that writes BOS keeps its own; none is added twice)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.bos = leading_bos(tokenizer)
+
+    def __call__(self, prompts: list[Prompt], chat: bool) -> list[list[int]]:
+        return [prompt_ids(self.tokenizer, render_prompt(self.tokenizer, p, chat), self.bos) for p in prompts]
+
+
+def hf_generate_kwargs(settings: GenerationSettings, pad_token_id: int | None) -> dict:
+    """Keyword arguments of `model.generate` for `settings`; every sampling knob set explicitly,
+    so the model's generation_config and transformers' defaults (top_k=50) never add to them."""
+    kwargs = dict(max_new_tokens=settings.max_new_tokens, num_return_sequences=settings.n,
+                  pad_token_id=pad_token_id, do_sample=settings.temperature > 0)
+    if kwargs["do_sample"]:
+        kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
+    else:
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    return kwargs
+
+
+def vllm_sampling_kwargs(settings: GenerationSettings) -> dict:
+    """Keyword arguments of vLLM's SamplingParams; top_k -1 means none in every vLLM version
+    (0 is refused by vLLM <= 0.8, which the ICR paper's 0.6.1 belongs to)."""
+    return dict(n=settings.n, temperature=settings.temperature, top_p=settings.top_p,
+                top_k=settings.top_k if settings.top_k > 0 else -1, max_tokens=settings.max_new_tokens,
+                seed=settings.seed)
+
+
+def adapter_rank(adapter: str) -> int:
+    """The largest LoRA rank in a saved PEFT adapter (r, or a larger one in its rank_pattern)."""
+    path = Path(adapter, "adapter_config.json")
+    if not path.is_file():
+        raise UserError(f"adapter '{adapter}': no adapter_config.json there")
+    config = json.loads(path.read_text(encoding="utf-8"))
+    return max([int(config.get("r", 8)), *(int(r) for r in (config.get("rank_pattern") or {}).values())])
+
+
+def vllm_max_lora_rank(rank: int) -> int:
+    """The smallest max_lora_rank vLLM accepts that holds `rank` (its default, 16, refuses r=64)."""
+    for allowed in VLLM_LORA_RANKS:
+        if allowed >= rank:
+            return allowed
+    raise UserError(f"LoRA rank {rank} is above the largest vLLM serves ({VLLM_LORA_RANKS[-1]})")
+
+
+def vllm_engine_kwargs(model_path: str, adapter: str | None = None, dtype: str = "auto",
+                       engine: VLLMSettings = VLLMSettings(), trust_remote_code: bool = False) -> dict:
+    """Keyword arguments of `vllm.LLM`: the adapter's rank, the memory share and context length."""
+    kwargs = dict(model=model_path, dtype=dtype, seed=0, trust_remote_code=trust_remote_code,
+                  gpu_memory_utilization=engine.gpu_memory_utilization, enable_lora=adapter is not None)
+    if engine.max_model_len is not None:
+        kwargs["max_model_len"] = engine.max_model_len
+    if adapter is not None:
+        kwargs.update(max_lora_rank=vllm_max_lora_rank(adapter_rank(adapter)), max_loras=1)
+    return kwargs
+
+
 class HFGenerator:
     """Batched `model.generate` with left padding; sampling is seeded once per batch."""
 
@@ -56,6 +136,7 @@ class HFGenerator:
     def __init__(self, model, tokenizer):
         self.model = model
         self.tokenizer = tokenizer
+        self.encode = PromptEncoder(tokenizer)
 
     def generate(self, prompts: list[Prompt], settings: GenerationSettings = GenerationSettings(),
                  progress=None) -> list[list[str]]:
@@ -67,7 +148,7 @@ class HFGenerator:
                           progress=None) -> list[list[Completion]]:
         """Like `generate`, with token counts and why each completion stopped."""
         tok = self.tokenizer
-        texts = [render_prompt(tok, p, settings.chat) for p in prompts]
+        ids = self.encode(prompts, settings.chat)
         device = next(self.model.parameters()).device
         was_training = self.model.training
         self.model.eval()
@@ -75,29 +156,22 @@ class HFGenerator:
         tok.padding_side = "left"  # decoder-only models continue from the right edge
         outputs: list[list[Completion]] = []
         stop_ids = stop_token_ids(self.model, tok)
+        kwargs = hf_generate_kwargs(settings, tok.pad_token_id)
         try:
-            for start in range(0, len(texts), settings.batch_size):
-                batch = texts[start:start + settings.batch_size]
-                enc = tok(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            for start in range(0, len(ids), settings.batch_size):
+                batch = ids[start:start + settings.batch_size]
+                enc = tok.pad({"input_ids": batch}, padding=True, return_tensors="pt").to(device)
                 torch.manual_seed(settings.seed + start)
-                sample = settings.temperature > 0
-                kwargs = dict(max_new_tokens=settings.max_new_tokens, do_sample=sample,
-                              num_return_sequences=settings.n, pad_token_id=tok.pad_token_id)
-                if sample:
-                    kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
-                else:
-                    kwargs.update(temperature=None, top_p=None, top_k=None)
                 generated = self.model.generate(**enc, **kwargs)
                 new_tokens = generated[:, enc["input_ids"].shape[1]:]
                 decoded = [t.strip() for t in tok.batch_decode(new_tokens, skip_special_tokens=True)]
-                prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
                 for i in range(len(batch)):
                     group = []
                     for j in range(i * settings.n, (i + 1) * settings.n):
-                        ids = new_tokens[j].tolist()
-                        stopped = next((k for k, t in enumerate(ids) if t in stop_ids), None)
-                        length = len(ids) if stopped is None else stopped + 1
-                        group.append(Completion(decoded[j], int(prompt_lengths[i]), length,
+                        row = new_tokens[j].tolist()
+                        stopped = next((k for k, t in enumerate(row) if t in stop_ids), None)
+                        length = len(row) if stopped is None else stopped + 1
+                        group.append(Completion(decoded[j], len(batch[i]), length,
                                                 "length" if stopped is None else "stop"))
                     outputs.append(group)
                 if progress is not None:
@@ -118,17 +192,22 @@ def stop_token_ids(model, tokenizer) -> set[int]:
 
 
 class VLLMGenerator:
-    """The same interface over vLLM (optional dependency), with the adapter as a LoRA request."""
+    """The same interface over vLLM (optional dependency), with the adapter as a LoRA request.
+
+    Prompts go in as token ids, never as text: vLLM would tokenize text with the tokenizer's
+    special tokens and put a second BOS before a chat template's own."""
 
     backend = "vllm"
 
-    def __init__(self, model_path: str, tokenizer, adapter: str | None = None, dtype: str = "auto"):
+    def __init__(self, model_path: str, tokenizer, adapter: str | None = None, dtype: str = "auto",
+                 engine: VLLMSettings = VLLMSettings(), trust_remote_code: bool = False):
         try:
             from vllm import LLM
         except ImportError:
             raise UserError("generation.backend=vllm but vLLM is not installed (pip install vllm)") from None
         self.tokenizer = tokenizer
-        self.llm = LLM(model=model_path, dtype=dtype, enable_lora=adapter is not None, seed=0)
+        self.encode = PromptEncoder(tokenizer)
+        self.llm = LLM(**vllm_engine_kwargs(model_path, adapter, dtype, engine, trust_remote_code))
         self.adapter = adapter
 
     def generate(self, prompts: list[Prompt], settings: GenerationSettings = GenerationSettings(),
@@ -140,13 +219,12 @@ class VLLMGenerator:
         from vllm import SamplingParams
         from vllm.lora.request import LoRARequest
 
-        params = SamplingParams(n=settings.n, temperature=settings.temperature, top_p=settings.top_p,
-                                max_tokens=settings.max_new_tokens, seed=settings.seed)
-        texts = [render_prompt(self.tokenizer, p, settings.chat) for p in prompts]
+        params = SamplingParams(**vllm_sampling_kwargs(settings))
+        requests = [{"prompt_token_ids": ids} for ids in self.encode(prompts, settings.chat)]
         lora = LoRARequest("adapter", 1, self.adapter) if self.adapter else None
-        results = self.llm.generate(texts, params, lora_request=lora)
+        results = self.llm.generate(requests, params, lora_request=lora)
         if progress is not None:
-            progress(len(texts))
+            progress(len(requests))
         return [[Completion(o.text.strip(), len(r.prompt_token_ids), len(o.token_ids),
                             "length" if o.finish_reason == "length" else "stop") for o in r.outputs]
                 for r in results]
@@ -164,13 +242,12 @@ def choose_backend(backend: str) -> str:
 
 
 def make_generator(model_name: str = "embedded", adapter: str | None = None, dtype: str = "auto",
-                   backend: Literal["auto", "hf", "vllm"] = "auto", trust_remote_code: bool = False):
+                   backend: Literal["auto", "hf", "vllm"] = "auto", trust_remote_code: bool = False,
+                   engine: VLLMSettings = VLLMSettings()):
     """A generator for `model_name` (+ optional LoRA adapter). auto = vLLM on CUDA when installed, else HF."""
-    from xlpo.models import load_adapter, load_model, load_tokenizer, resolve_model_path
-
     tokenizer = load_tokenizer(model_name, trust_remote_code)
     if choose_backend(backend) == "vllm":
-        return VLLMGenerator(resolve_model_path(model_name), tokenizer, adapter, dtype)
+        return VLLMGenerator(resolve_model_path(model_name), tokenizer, adapter, dtype, engine, trust_remote_code)
     model = load_model(model_name, dtype, trust_remote_code)
     if adapter:
         model = load_adapter(model, adapter)

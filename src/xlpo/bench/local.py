@@ -10,14 +10,16 @@ from collections.abc import Callable
 from itertools import groupby
 
 from xlpo.bench.chat import ChatReply, ChatRequest
-from xlpo.generation import Completion, GenerationSettings
+from xlpo.generation import Completion, GenerationSettings, VLLMSettings
 
 
 class LocalBackend:
     def __init__(self, model: str = "embedded", adapter: str | None = None, dtype: str = "auto",
-                 backend: str = "auto", batch_size: int = 8, trust_remote_code: bool = False, generator=None):
+                 backend: str = "auto", batch_size: int = 8, trust_remote_code: bool = False, generator=None,
+                 engine: VLLMSettings = VLLMSettings()):
         self.model, self.adapter, self.dtype = model, adapter, dtype
         self.backend, self.batch_size, self.trust_remote_code = backend, batch_size, trust_remote_code
+        self.engine = engine
         self._generator = generator
 
     @property
@@ -26,7 +28,7 @@ class LocalBackend:
             from xlpo.generation import make_generator
 
             self._generator = make_generator(self.model, self.adapter, self.dtype, self.backend,
-                                             self.trust_remote_code)
+                                             self.trust_remote_code, self.engine)
         return self._generator
 
     def describe(self) -> dict:

@@ -28,6 +28,13 @@ EndpointModel = Annotated[Optional[str], typer.Option("--endpoint-model", help="
 EndpointKey = Annotated[Optional[str], typer.Option(
     "--endpoint-key-env", help="Environment variable holding --endpoint's API key.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Prompts per generate call (local model).")]
+Backend = Annotated[str, typer.Option(
+    "--backend", help="Generation for --model: auto (vLLM when installed and a GPU is present), hf or vllm.")]
+MaxModelLen = Annotated[Optional[int], typer.Option(
+    "--max-model-len", min=1, help="vLLM: longest prompt + answer to plan for (default: the model's whole context, "
+                                   "which for 128k-context models may not fit the GPU).")]
+GpuMemory = Annotated[float, typer.Option(
+    "--gpu-memory-utilization", min=0.01, max=1.0, help="vLLM: share of GPU memory for weights and KV cache.")]
 JudgeUrl = Annotated[Optional[str], typer.Option(
     "--judge-url", help="Judge's OpenAI-compatible base URL, e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1.")]
 JudgeModel = Annotated[Optional[str], typer.Option("--judge-model", help="Judge model name, e.g. gpt-4o.")]
@@ -44,10 +51,12 @@ Seed = Annotated[int, typer.Option("--seed", help="Run seed: per-item sampling s
 
 
 def candidate_backend(model: str, adapter: Path | None, endpoint: str | None, endpoint_model: str | None,
-                      endpoint_key_env: str | None, batch_size: int):
+                      endpoint_key_env: str | None, batch_size: int, backend: str = "auto",
+                      max_model_len: int | None = None, gpu_memory_utilization: float = 0.9):
     from xlpo.bench.client import EndpointBackend, EndpointSettings
     from xlpo.bench.local import LocalBackend
     from xlpo.errors import UserError
+    from xlpo.generation import VLLMSettings
 
     if endpoint:
         if adapter is not None:
@@ -55,7 +64,10 @@ def candidate_backend(model: str, adapter: Path | None, endpoint: str | None, en
         if not endpoint_model:
             raise UserError("--endpoint needs --endpoint-model (the model name the endpoint serves)")
         return EndpointBackend(EndpointSettings(endpoint, endpoint_model, endpoint_key_env))
-    return LocalBackend(model, str(adapter) if adapter else None, batch_size=batch_size)
+    if backend not in ("auto", "hf", "vllm"):
+        raise UserError(f"--backend: expected auto, hf or vllm; got '{backend}'")
+    return LocalBackend(model, str(adapter) if adapter else None, backend=backend, batch_size=batch_size,
+                        engine=VLLMSettings(max_model_len, gpu_memory_utilization))
 
 
 def judge_backend(url: str | None, model: str | None, key_env: str | None, concurrency: int,
@@ -94,6 +106,7 @@ def mtbench(
     out: Out,
     model: Model = "embedded", adapter: Adapter = None, endpoint: Endpoint = None, endpoint_model: EndpointModel = None,
     endpoint_key_env: EndpointKey = None, batch_size: BatchSize = 8,
+    backend: Backend = "auto", max_model_len: MaxModelLen = None, gpu_memory_utilization: GpuMemory = 0.9,
     judge_url: JudgeUrl = None, judge_model: JudgeModel = None, judge_key_env: JudgeKey = None,
     judge_concurrency: JudgeConcurrency = 4, judge_rpm: JudgeRpm = None, judge_cache: JudgeCache = None,
     no_judge_cache: NoJudgeCache = False,
@@ -109,7 +122,8 @@ def mtbench(
     from xlpo.cli import quiet_libraries
 
     quiet_libraries()
-    candidate = candidate_backend(model, adapter, endpoint, endpoint_model, endpoint_key_env, batch_size)
+    candidate = candidate_backend(model, adapter, endpoint, endpoint_model, endpoint_key_env, batch_size,
+                                  backend, max_model_len, gpu_memory_utilization)
     judge = None if generate_only else judge_backend(judge_url, judge_model, judge_key_env, judge_concurrency,
                                                       judge_rpm, judge_cache, no_judge_cache)
     results = bench.run_mtbench(data, out, candidate, judge, languages=split_languages(languages, bench.DEFAULT_LANGUAGES),
@@ -126,6 +140,7 @@ def xlsum(
     out: Out,
     model: Model = "embedded", adapter: Adapter = None, endpoint: Endpoint = None, endpoint_model: EndpointModel = None,
     endpoint_key_env: EndpointKey = None, batch_size: BatchSize = 8,
+    backend: Backend = "auto", max_model_len: MaxModelLen = None, gpu_memory_utilization: GpuMemory = 0.9,
     languages: Languages = None,
     n: Annotated[Optional[int], typer.Option("--n", min=1, help="Articles sampled per language (paper: 50; default all).")] = 50,
     seed: Seed = 0,
@@ -141,7 +156,8 @@ def xlsum(
     from xlpo.cli import quiet_libraries
 
     quiet_libraries()
-    candidate = candidate_backend(model, adapter, endpoint, endpoint_model, endpoint_key_env, batch_size)
+    candidate = candidate_backend(model, adapter, endpoint, endpoint_model, endpoint_key_env, batch_size,
+                                  backend, max_model_len, gpu_memory_utilization)
     results = bench.run_xlsum(source, split_languages(languages, bench.PAPER_LANGUAGES), n, out, candidate,
                               seed=seed, temperature=temperature, max_tokens=max_tokens,
                               max_text_chars=max_text_chars or None, split=split,
@@ -187,6 +203,7 @@ def mifeval(
     out: Out,
     model: Model = "embedded", adapter: Adapter = None, endpoint: Endpoint = None, endpoint_model: EndpointModel = None,
     endpoint_key_env: EndpointKey = None, batch_size: BatchSize = 8,
+    backend: Backend = "auto", max_model_len: MaxModelLen = None, gpu_memory_utilization: GpuMemory = 0.9,
     languages: Languages = None, limit: Limit = None, seed: Seed = 0,
     temperature: Annotated[float, typer.Option("--temperature", min=0, help="Sampling temperature (0 = greedy).")] = 0.0,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Response tokens (paper: 1024).")] = 1024,
@@ -196,7 +213,8 @@ def mifeval(
     from xlpo.cli import quiet_libraries
 
     quiet_libraries()
-    candidate = candidate_backend(model, adapter, endpoint, endpoint_model, endpoint_key_env, batch_size)
+    candidate = candidate_backend(model, adapter, endpoint, endpoint_model, endpoint_key_env, batch_size,
+                                  backend, max_model_len, gpu_memory_utilization)
     results = bench.run_mifeval(data_dir=data, out_dir=out, candidate=candidate,
                                 languages=split_languages(languages, bench.LANGUAGES), limit=limit,
                                 temperature=temperature, max_tokens=max_tokens, seed=seed,

@@ -49,6 +49,21 @@ class TokenizationReport:
                 "skipped_by_reason": dict(reasons)}
 
 
+def leading_bos(tokenizer) -> int | None:
+    """The BOS id this tokenizer itself puts before a text, or None (never a None id)."""
+    bos = tokenizer.bos_token_id
+    return bos if bos is not None and tokenizer("a", add_special_tokens=True).input_ids[:1] == [bos] else None
+
+
+def prompt_ids(tokenizer, text: str, bos: int | None) -> list[int]:
+    """`text` as token ids with exactly one leading `bos` (None: none added): a chat template that
+    already writes BOS keeps its own, plain text gets the one the tokenizer would add."""
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    if bos is not None and ids[:1] != [bos]:
+        ids.insert(0, bos)
+    return ids
+
+
 class PairTokenizer:
     """Formats and tokenizes records for one tokenizer and one chat format."""
 
@@ -65,10 +80,7 @@ class PairTokenizer:
         self.truncation = truncation
         self.eos_id = tokenizer.eos_token_id
         self.special_ids = set(tokenizer.all_special_ids)
-        bos = tokenizer.bos_token_id
-        # Add BOS only where the tokenizer itself would (and never a None id).
-        adds_bos = bos is not None and tokenizer("a", add_special_tokens=True).input_ids[:1] == [bos]
-        self.bos_id = bos if adds_bos else None
+        self.bos_id = leading_bos(tokenizer)
 
     def settings(self) -> dict:
         """Everything that changes the token ids (for cache keys and run records)."""
@@ -120,10 +132,7 @@ class PairTokenizer:
         return ids
 
     def encode_prompt(self, text: str) -> list[int]:
-        ids = self.tokenizer(text, add_special_tokens=False).input_ids
-        if self.bos_id is not None and ids[:1] != [self.bos_id]:
-            ids.insert(0, self.bos_id)
-        return ids
+        return prompt_ids(self.tokenizer, text, self.bos_id)
 
     # -- public -----------------------------------------------------------------------------
     def encode(self, index: int, record: PreferenceRecord) -> tuple[TokenizedPair | None, str | None, bool]:

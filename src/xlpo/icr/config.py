@@ -52,11 +52,14 @@ class SamplingSection(Section):
     n: int = Field(10, ge=2, description="Responses sampled per prompt and language.")
     temperature: float = Field(0.9, gt=0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
+    top_k: int = Field(0, ge=0, description="Sample only from the k most likely tokens; 0 = no cutoff, as the paper samples (Hugging Face generation would otherwise apply its default of 50).")
     max_new_tokens: int = Field(512, gt=0, description="Most tokens per response (the authors used 2400).")
     seed: int = Field(42, description="Sampling seed; each chunk of prompts derives its own from it.")
     batch_size: int = Field(8, gt=0, description="Prompts per generate() call (HF backend); each yields n sequences.")
     backend: Literal["auto", "hf", "vllm"] = Field("auto", description="auto = vLLM on CUDA when installed, else batched Hugging Face generation.")
     chunk_size: int = Field(64, gt=0, description="Prompts per saved part: a killed run redoes at most one part per language.")
+    max_model_len: int | None = Field(None, gt=0, description="vLLM: longest prompt + response the engine plans for (default: the model's whole context; Llama-3.1's 128k does not fit a 24 GB card, so set e.g. 4096).")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM: share of the GPU's memory the engine may take for weights and KV cache.")
 
 
 class RewardSection(Section):

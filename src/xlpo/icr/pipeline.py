@@ -21,7 +21,6 @@ from xlpo.data.mtpe.build import make_mtpe
 from xlpo.data.records import load_preferences
 from xlpo.errors import UserError
 from xlpo.fileio import check_output_dir, read_json, read_jsonl, write_json, write_jsonl
-from xlpo.generation import GenerationSettings
 from xlpo.icr import response_logps, sample
 from xlpo.icr import reward as rw
 from xlpo.icr.config import ICRConfig, iteration_train_config
@@ -168,9 +167,7 @@ class ICRRun:
         return [prompts[i:i + size] for i in range(0, len(prompts), size)]
 
     def _settings(self):
-        s = self.config.sampling
-        return GenerationSettings(max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, n=s.n,
-                                  seed=s.seed, batch_size=s.batch_size, chat=False)
+        return sample.generation_settings(self.config.sampling)
 
     def _sample_stage(self, it: IterationDir, models: Models, prompts: dict[str, list[Prompt]]) -> None:
         settings = self._settings()

@@ -13,6 +13,7 @@ from pathlib import Path
 from xlpo.generation import HFGenerator, choose_backend, make_generator
 from xlpo.icr import response_logps
 from xlpo.icr.config import ICRConfig
+from xlpo.icr.sample import engine_settings
 from xlpo.models import load_adapter, load_policy, load_tokenizer, reference_mode, release_memory
 from xlpo.train.reference import REFERENCE_ADAPTER
 
@@ -98,7 +99,7 @@ class Models:
             if choose_backend(s.backend) == "vllm":
                 self.close()  # vLLM takes a share of the GPU's free memory: give it all of it
                 self._generator = make_generator(self.spec.base, self.spec.adapter, self.config.policy.dtype, "vllm",
-                                                 self.config.policy.trust_remote_code)
+                                                 self.config.policy.trust_remote_code, engine_settings(s))
             else:
                 self._generator = HFGenerator(self.policy, self.tokenizer)
         return self._generator

@@ -18,7 +18,7 @@ from xlpo.versions import library_versions
 
 # Keys that may change between runs of one run directory: they do not change any result.
 _FREE_KEYS = {("run_dir",), ("iterations",), ("stats",), ("sampling", "batch_size"), ("sampling", "backend"),
-              ("reward", "batch_size"), ("reward", "logit_chunk_size")}
+              ("sampling", "gpu_memory_utilization"), ("reward", "batch_size"), ("reward", "logit_chunk_size")}
 
 
 class IterationDir:

@@ -11,9 +11,21 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 
-from xlpo.generation import GenerationSettings
+from xlpo.generation import GenerationSettings, VLLMSettings
 from xlpo.icr.prompts import ENGLISH, Prompt, translate_prompt
 from xlpo.icr.response_logps import ResponseEncoder
+
+
+def generation_settings(sampling) -> GenerationSettings:
+    """The generation settings of the config's `sampling` section (prompts are already chat-formatted)."""
+    return GenerationSettings(max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
+                              top_p=sampling.top_p, top_k=sampling.top_k, n=sampling.n, seed=sampling.seed,
+                              batch_size=sampling.batch_size, chat=False)
+
+
+def engine_settings(sampling) -> VLLMSettings:
+    """The vLLM engine settings of the config's `sampling` section."""
+    return VLLMSettings(max_model_len=sampling.max_model_len, gpu_memory_utilization=sampling.gpu_memory_utilization)
 
 
 def chunk_seed(seed: int, iteration: int, lang: str, chunk: int) -> int:
