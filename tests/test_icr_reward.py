@@ -105,8 +105,10 @@ def test_judged_accuracy_counts_ties_as_half():
     verdicts = {"crosslingual/p0-en": "chosen", "crosslingual/p1-en": "chosen", "crosslingual/p2-en": "rejected",
                 "crosslingual/p3-en": "tie", "crosslingual/p0-es": "rejected", "multilingual/p1-es": "chosen"}
     acc = judged_accuracy(_pairs(), verdicts, "crosslingual")
+    intervals = {k: acc["en"].pop(k) for k in ("accuracy_ci", "accuracy_no_ties_ci")}
     assert acc["en"] == {"judged": 4, "chosen": 2, "rejected": 1, "ties": 1, "accuracy": 2.5 / 4,
                          "accuracy_no_ties": 2 / 3}
+    assert intervals["accuracy_ci"][0] <= 2.5 / 4 <= intervals["accuracy_ci"][1]
     assert acc["es"]["judged"] == 1 and acc["es"]["accuracy"] == 0.0  # the multilingual verdict is not R_c's
 
 

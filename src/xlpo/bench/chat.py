@@ -22,9 +22,17 @@ class ChatRequest:
     temperature: float = 0.0  # 0 = greedy
     max_tokens: int = 1024
     seed: int | None = None  # per-item seed for sampling; recorded with the output
+    top_p: float | None = None  # nucleus sampling; None = the backend's default (1.0)
+    top_logprobs: int | None = None  # also return the k most likely first tokens with their log-probs
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # The optional fields appear only when set, so requests made before they existed keep their
+        # hashes (and every cache and resumable stage file stays valid).
+        out = asdict(self)
+        for name in ("top_p", "top_logprobs"):
+            if out[name] is None:
+                del out[name]
+        return out
 
 
 @dataclass
@@ -33,6 +41,9 @@ class ChatReply:
     error: str | None = None  # one-line reason when it failed
     cached: bool = False  # answered from the response cache
     usage: dict = field(default_factory=dict)
+    # With ChatRequest.top_logprobs: the first generated position's most likely tokens,
+    # [{"token": str, "logprob": float}], most likely first; None when the backend gave none.
+    top_logprobs: list[dict] | None = None
 
     @property
     def ok(self) -> bool:

@@ -76,8 +76,9 @@ class ResponseCache:
         except (OSError, json.JSONDecodeError):
             return None  # absent, or unreadable: ask again rather than trust it
 
-    def put(self, key: str, payload: dict, text: str, usage: dict) -> None:
-        write_json(self._path(key), {"request": payload, "text": text, "usage": usage})
+    def put(self, key: str, payload: dict, reply: ChatReply) -> None:
+        write_json(self._path(key), {"request": payload, "text": reply.text, "usage": reply.usage,
+                                     "top_logprobs": reply.top_logprobs})
 
 
 class EndpointBackend:
@@ -102,6 +103,10 @@ class EndpointBackend:
                 "temperature": request.temperature, "max_tokens": request.max_tokens}
         if request.seed is not None:
             body["seed"] = request.seed
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
+        if request.top_logprobs is not None:
+            body.update(logprobs=True, top_logprobs=request.top_logprobs)
         return body
 
     def complete_many(self, requests: list[ChatRequest],
@@ -122,10 +127,11 @@ class EndpointBackend:
         payload = self.payload(request)
         key = request_key({"base_url": self.settings.base_url.rstrip("/"), **payload})
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
-            return ChatReply(text=hit["text"], cached=True, usage=hit.get("usage", {}))
+            return ChatReply(text=hit["text"], cached=True, usage=hit.get("usage", {}),
+                             top_logprobs=hit.get("top_logprobs"))
         reply = self._post_with_retries(payload)
         if reply.ok and self.cache is not None:
-            self.cache.put(key, payload, reply.text, reply.usage)
+            self.cache.put(key, payload, reply)
         return reply
 
     def _headers(self) -> dict:
@@ -199,4 +205,13 @@ def _parse_completion(response) -> ChatReply:
         return ChatReply(text=None, error="the endpoint's reply has no message content")
     usage = dict(body.get("usage") or {})
     usage["finish_reason"] = choice.get("finish_reason")
-    return ChatReply(text=text, usage=usage)
+    return ChatReply(text=text, usage=usage, top_logprobs=_first_top_logprobs(choice))
+
+
+def _first_top_logprobs(choice: dict) -> list[dict] | None:
+    """The first token's alternatives in OpenAI's `logprobs.content[0].top_logprobs`, or None."""
+    try:
+        found = choice["logprobs"]["content"][0]["top_logprobs"]
+        return [{"token": str(t["token"]), "logprob": float(t["logprob"])} for t in found]
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None  # an endpoint that ignores `logprobs` (e.g. xlpo serve) answers with text only

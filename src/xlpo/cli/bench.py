@@ -1,8 +1,7 @@
-"""`xlpo bench {mtbench,mifeval,xlsum,winrate}`: multilingual benchmarks with LLM judges.
+"""`xlpo bench {mtbench,mifeval,xlsum,winrate,xalpacaeval}`: multilingual benchmarks with LLM judges.
 
-The candidate is a local model (+ adapter) or any OpenAI-compatible endpoint; the judge is an
-endpoint (a hosted model, vLLM, or `xlpo serve`). Each command writes results.json and prints a
-per-language table.
+The candidate and the judge are each a local model (+ adapter) or any OpenAI-compatible endpoint
+(a hosted model, vLLM, or `xlpo serve`). Each command writes results.json and prints a table.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import typer
 
 from xlpo.cli import app, user_errors
 
-bench_app = typer.Typer(help="Benchmarks: multilingual MT-Bench, M-IFEval, XL-Sum, judged win rates.",
+bench_app = typer.Typer(help="Benchmarks: multilingual MT-Bench, M-IFEval, XL-Sum, judged win rates, X-AlpacaEval.",
                         no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -36,8 +35,11 @@ MaxModelLen = Annotated[Optional[int], typer.Option(
 GpuMemory = Annotated[float, typer.Option(
     "--gpu-memory-utilization", min=0.01, max=1.0, help="vLLM: share of GPU memory for weights and KV cache.")]
 JudgeUrl = Annotated[Optional[str], typer.Option(
-    "--judge-url", help="Judge's OpenAI-compatible base URL, e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1.")]
-JudgeModel = Annotated[Optional[str], typer.Option("--judge-model", help="Judge model name, e.g. gpt-4o.")]
+    "--judge-url", help="Judge's OpenAI-compatible base URL, e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1 "
+                        "(leave out for a local judge).")]
+JudgeModel = Annotated[Optional[str], typer.Option(
+    "--judge-model", help="Judge model: its name at --judge-url (e.g. gpt-4o), or without --judge-url a model loaded "
+                          "here: 'embedded', a local folder or a Hub id (no server needed).")]
 JudgeKey = Annotated[Optional[str], typer.Option(
     "--judge-key-env", help="Environment variable holding the judge's API key (e.g. OPENAI_API_KEY); never logged.")]
 JudgeConcurrency = Annotated[int, typer.Option("--judge-concurrency", min=1, help="Judge requests in flight.")]
@@ -50,38 +52,27 @@ Limit = Annotated[Optional[int], typer.Option("--limit", min=1, help="First N it
 Seed = Annotated[int, typer.Option("--seed", help="Run seed: per-item sampling seeds and orders derive from it.")]
 
 
+JudgeAdapter = Annotated[Optional[Path], typer.Option(
+    "--judge-adapter", help="LoRA adapter for a local judge (--judge-model without --judge-url).")]
+JudgeBatch = Annotated[int, typer.Option("--judge-batch-size", min=1, help="Prompts per forward pass (local judge).")]
+
+
 def candidate_backend(model: str, adapter: Path | None, endpoint: str | None, endpoint_model: str | None,
                       endpoint_key_env: str | None, batch_size: int, backend: str = "auto",
-                      max_model_len: int | None = None, gpu_memory_utilization: float = 0.9):
-    from xlpo.bench.client import EndpointBackend, EndpointSettings
-    from xlpo.bench.local import LocalBackend
-    from xlpo.errors import UserError
+                      max_model_len: int | None = None, gpu_memory_utilization: float = 0.9, role: str = "candidate"):
+    from xlpo.bench.backends import candidate_backend as build  # loads torch: only for commands that generate
     from xlpo.generation import VLLMSettings
 
-    if endpoint:
-        if adapter is not None:
-            raise UserError("--adapter applies to --model; an --endpoint serves its own adapter (xlpo serve --adapter)")
-        if not endpoint_model:
-            raise UserError("--endpoint needs --endpoint-model (the model name the endpoint serves)")
-        return EndpointBackend(EndpointSettings(endpoint, endpoint_model, endpoint_key_env))
-    if backend not in ("auto", "hf", "vllm"):
-        raise UserError(f"--backend: expected auto, hf or vllm; got '{backend}'")
-    return LocalBackend(model, str(adapter) if adapter else None, backend=backend, batch_size=batch_size,
-                        engine=VLLMSettings(max_model_len, gpu_memory_utilization))
+    return build(model, adapter, endpoint, endpoint_model, endpoint_key_env, batch_size, role, backend,
+                 VLLMSettings(max_model_len, gpu_memory_utilization))
 
 
 def judge_backend(url: str | None, model: str | None, key_env: str | None, concurrency: int,
-                  rpm: float | None, cache: Path | None, no_cache: bool):
-    from xlpo.bench.client import EndpointBackend, EndpointSettings
-    from xlpo.errors import UserError
-    from xlpo.models import cache_root
+                  rpm: float | None, cache: Path | None, no_cache: bool, adapter: Path | None = None,
+                  batch_size: int = 8):
+    from xlpo.bench.backends import judge_backend as build  # loads torch: only for commands that judge
 
-    if not url or not model:
-        raise UserError("this benchmark needs a judge: --judge-url URL --judge-model NAME "
-                        "(any OpenAI-compatible endpoint; `xlpo serve` gives a local one)")
-    cache_dir = None if no_cache else (cache or cache_root() / "judge-cache")
-    return EndpointBackend(EndpointSettings(url, model, key_env, max_concurrency=concurrency,
-                                            requests_per_minute=rpm, cache_dir=cache_dir))
+    return build(url, model, key_env, concurrency, rpm, cache, no_cache, adapter, batch_size)
 
 
 def split_languages(value: str | None, default: list[str]) -> list[str]:
@@ -109,7 +100,7 @@ def mtbench(
     backend: Backend = "auto", max_model_len: MaxModelLen = None, gpu_memory_utilization: GpuMemory = 0.9,
     judge_url: JudgeUrl = None, judge_model: JudgeModel = None, judge_key_env: JudgeKey = None,
     judge_concurrency: JudgeConcurrency = 4, judge_rpm: JudgeRpm = None, judge_cache: JudgeCache = None,
-    no_judge_cache: NoJudgeCache = False,
+    no_judge_cache: NoJudgeCache = False, judge_adapter: JudgeAdapter = None, judge_batch_size: JudgeBatch = 8,
     languages: Languages = None, limit: Limit = None, seed: Seed = 0,
     temperature: Annotated[float, typer.Option("--temperature", min=0, help="Candidate sampling temperature (CAPO paper: 0.7).")] = 0.7,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Candidate tokens per turn (paper: 1024).")] = 1024,
@@ -125,7 +116,8 @@ def mtbench(
     candidate = candidate_backend(model, adapter, endpoint, endpoint_model, endpoint_key_env, batch_size,
                                   backend, max_model_len, gpu_memory_utilization)
     judge = None if generate_only else judge_backend(judge_url, judge_model, judge_key_env, judge_concurrency,
-                                                      judge_rpm, judge_cache, no_judge_cache)
+                                                      judge_rpm, judge_cache, no_judge_cache, judge_adapter,
+                                                      judge_batch_size)
     results = bench.run_mtbench(data, out, candidate, judge, languages=split_languages(languages, bench.DEFAULT_LANGUAGES),
                                 limit=limit, temperature=temperature, max_tokens=max_tokens, seed=seed,
                                 reference_judge=reference_judge, judge_max_tokens=judge_max_tokens, echo=lambda line: typer.echo(line, err=True))
@@ -173,7 +165,7 @@ def winrate(
     out: Out,
     judge_url: JudgeUrl = None, judge_model: JudgeModel = None, judge_key_env: JudgeKey = None,
     judge_concurrency: JudgeConcurrency = 4, judge_rpm: JudgeRpm = None, judge_cache: JudgeCache = None,
-    no_judge_cache: NoJudgeCache = False,
+    no_judge_cache: NoJudgeCache = False, judge_adapter: JudgeAdapter = None, judge_batch_size: JudgeBatch = 8,
     name_a: Annotated[Optional[str], typer.Option("--name-a", help="Name of system A (default: its folder name).")] = None,
     name_b: Annotated[Optional[str], typer.Option("--name-b", help="Name of system B (default: its folder name).")] = None,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Judge each item this many times with a new "
@@ -188,7 +180,7 @@ def winrate(
         return path / "summaries.jsonl" if path.is_dir() else path
 
     judge = judge_backend(judge_url, judge_model, judge_key_env, judge_concurrency, judge_rpm, judge_cache,
-                          no_judge_cache)
+                          no_judge_cache, judge_adapter, judge_batch_size)
     results = bench.run_xlsum_winrate(summaries(run_a), summaries(run_b), out, judge, name_a=name_a, name_b=name_b,
                                       repeats=repeats, seed=seed, max_tokens=judge_max_tokens,
                                       echo=lambda line: typer.echo(line, err=True))
@@ -219,4 +211,68 @@ def mifeval(
                                 languages=split_languages(languages, bench.LANGUAGES), limit=limit,
                                 temperature=temperature, max_tokens=max_tokens, seed=seed,
                                 echo=lambda line: typer.echo(line, err=True))
+    print_results(bench.table, results, out)
+
+
+@bench_app.command()
+@user_errors
+def xalpacaeval(
+    data: Annotated[Path, typer.Option("--data", help="X-AlpacaEval folder with <lang>.json files "
+                                       "(e.g. ../shared/data/icr/x-alpacaeval/data).")],
+    out: Out,
+    model: Model = "embedded", adapter: Adapter = None, endpoint: Endpoint = None, endpoint_model: EndpointModel = None,
+    endpoint_key_env: EndpointKey = None, batch_size: BatchSize = 8,
+    backend: Backend = "auto", max_model_len: MaxModelLen = None, gpu_memory_utilization: GpuMemory = 0.9,
+    baseline: Annotated[Optional[Path], typer.Option(
+        "--baseline", help="Baseline answers: another xalpacaeval output folder, or a folder of <lang>.json / "
+                           "<lang>.jsonl / <lang>/model_outputs.json in AlpacaEval's outputs format.")] = None,
+    baseline_model: Annotated[Optional[str], typer.Option(
+        "--baseline-model", help="Or generate the baseline here with this model ('embedded', a folder, a Hub id).")] = None,
+    baseline_adapter: Annotated[Optional[Path], typer.Option("--baseline-adapter", help="LoRA adapter for --baseline-model.")] = None,
+    baseline_endpoint: Annotated[Optional[str], typer.Option(
+        "--baseline-endpoint", help="Or generate the baseline at this OpenAI-compatible base URL.")] = None,
+    baseline_endpoint_model: Annotated[Optional[str], typer.Option("--baseline-endpoint-model", help="Model name at --baseline-endpoint.")] = None,
+    baseline_endpoint_key_env: Annotated[Optional[str], typer.Option(
+        "--baseline-endpoint-key-env", help="Environment variable holding --baseline-endpoint's API key.")] = None,
+    judge_url: JudgeUrl = None, judge_model: JudgeModel = None, judge_key_env: JudgeKey = None,
+    judge_concurrency: JudgeConcurrency = 4, judge_rpm: JudgeRpm = None, judge_cache: JudgeCache = None,
+    no_judge_cache: NoJudgeCache = False, judge_adapter: JudgeAdapter = None, judge_batch_size: JudgeBatch = 8,
+    judge_max_tokens: Annotated[int, typer.Option("--judge-max-tokens", min=1, help="Judge reply tokens (AlpacaEval: 1).")] = 1,
+    judge_logprobs: Annotated[bool, typer.Option(
+        "--judge-logprobs/--no-judge-logprobs", help="Ask for the first token's top-5 log-probs (AlpacaEval 2.0's weighted "
+                                                     "preference); --no-judge-logprobs for endpoints that refuse them.")] = True,
+    orders: Annotated[str, typer.Option("--orders", help="random: one judgment per instruction, seeded random order "
+                                        "(AlpacaEval); both: both orders, averaged.")] = "random",
+    languages: Languages = None, limit: Limit = None, seed: Seed = 0,
+    temperature: Annotated[float, typer.Option("--temperature", min=0, help="Sampling temperature (ICR authors: 0.6).")] = 0.6,
+    top_p: Annotated[float, typer.Option("--top-p", min=0, max=1, help="Nucleus sampling (ICR authors: 0.9).")] = 0.9,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Answer tokens (ICR authors: 2048).")] = 2048,
+    instruction_difficulty: Annotated[Optional[Path], typer.Option(
+        "--instruction-difficulty", help="CSV with columns id,difficulty: adds AlpacaEval's instruction-difficulty "
+                                         "term to the LC model.")] = None,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for the 95% intervals "
+                                           "(0 = no intervals).")] = 1000,
+    generate_only: Annotated[bool, typer.Option("--generate-only", help="Only generate the answers; judge later.")] = False,
+) -> None:
+    """X-AlpacaEval (ICR paper, Table 2): win rate and length-controlled win rate against a baseline, per language."""
+    from xlpo.bench import xalpacaeval as bench
+    from xlpo.cli import quiet_libraries
+
+    quiet_libraries()
+    candidate = candidate_backend(model, adapter, endpoint, endpoint_model, endpoint_key_env, batch_size,
+                                  backend, max_model_len, gpu_memory_utilization)
+    second = None
+    if baseline_model or baseline_endpoint:
+        second = candidate_backend(baseline_model or "embedded", baseline_adapter, baseline_endpoint,
+                                   baseline_endpoint_model, baseline_endpoint_key_env, batch_size, backend,
+                                   max_model_len, gpu_memory_utilization, role="baseline")
+    judge = None if generate_only else judge_backend(judge_url, judge_model, judge_key_env, judge_concurrency,
+                                                      judge_rpm, judge_cache, no_judge_cache, judge_adapter,
+                                                      judge_batch_size)
+    results = bench.run_xalpacaeval(data, out, candidate, baseline_dir=baseline, baseline=second, judge=judge,
+                                    languages=split_languages(languages, bench.PAPER_LANGUAGES), limit=limit,
+                                    temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
+                                    orders=orders, judge_max_tokens=judge_max_tokens, judge_logprobs=judge_logprobs,
+                                    difficulty_path=instruction_difficulty, n_boot=bootstrap,
+                                    echo=lambda line: typer.echo(line, err=True))
     print_results(bench.table, results, out)

@@ -1,4 +1,4 @@
-"""`xlpo icr run CONFIG [key=value ...]` and `xlpo icr stats RUN_DIR`: the ICR loop and its statistics."""
+"""`xlpo icr run CONFIG [key=value ...]` and `xlpo icr stats RUN_DIR [--judge-*]`: the ICR loop and its statistics."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from xlpo.cli import app, config_and_overrides, config_command, quiet_libraries
+from xlpo.cli import app, config_and_overrides, config_command, quiet_libraries, user_errors
+from xlpo.cli.bench import (JudgeAdapter, JudgeBatch, JudgeCache, JudgeConcurrency, JudgeKey, JudgeModel, JudgeRpm,
+                            JudgeUrl, NoJudgeCache, judge_backend)
 from xlpo.config import options_help
 
 icr_app = typer.Typer(help="Implicit Cross-Lingual Rewarding: sample -> reward -> pairs -> train, iterated.",
@@ -74,14 +76,58 @@ def run(
     typer.echo(f"run directory: {result.run_dir}")
 
 
+def _table1(stats: dict[int, dict], kinds: list[str]) -> None:
+    from xlpo.icr.stats import table1  # numpy and scipy: not needed by `xlpo --help`
+
+    def cell(value: dict) -> str:
+        ci = value.get("accuracy_ci")
+        return f"{value['accuracy']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] n={value['judged']}" if ci else f"{value['accuracy']:.2f}"
+
+    for t, per_lang in sorted(stats.items()):
+        rows = table1(per_lang, kinds)
+        if not rows:
+            continue
+        languages = sorted({lang for row in rows for lang in row["languages"]})
+        table = Table(title=f"Iteration {t}: judged pair accuracy (ties half) with 95% bootstrap intervals (Table 1)")
+        for col in ("reward", *languages, "avg"):
+            table.add_column(col, justify="left" if col == "reward" else "right")
+        for row in rows:
+            table.add_row(row["kind"], *[cell(row["languages"][lang]) if lang in row["languages"] else "-"
+                                         for lang in languages], cell(row["avg"]))
+        Console().print(table)
+
+
 @icr_app.command()
+@user_errors
 def stats(
     run_dir: Annotated[Path, typer.Argument(help="An ICR run directory (holds config.yaml and iter-<t>/).")],
+    judge_url: JudgeUrl = None, judge_model: JudgeModel = None, judge_key_env: JudgeKey = None,
+    judge_concurrency: JudgeConcurrency = 4, judge_rpm: JudgeRpm = None, judge_cache: JudgeCache = None,
+    no_judge_cache: NoJudgeCache = False, judge_adapter: JudgeAdapter = None, judge_batch_size: JudgeBatch = 8,
+    judge_max_tokens: Annotated[int, typer.Option("--judge-max-tokens", min=1, help="Judge reply tokens.")] = 256,
 ) -> None:
-    """Recompute and print the statistics of every finished iteration (e.g. after judge labels were added)."""
+    """Recompute and print the statistics of every finished iteration; with --judge-model, first ask the
+    judge for the Table 1 verdicts of each iteration's pairs (resumable) and report pair accuracy."""
     # Imported only to run: the pipeline brings in torch and transformers (seconds).
+    from xlpo.errors import UserError
+    from xlpo.icr.config import ICRConfig
     from xlpo.icr.pipeline import recompute_stats
+    from xlpo.icr.rundir import IterationDir
+    from xlpo.icr.stats import judge_folder
 
-    result = recompute_stats(run_dir, log=typer.echo)
-    kind = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))["reward"]["select"]
-    _table(result, kind)
+    result = recompute_stats(run_dir, log=typer.echo)  # checks the run; writes each iteration's judge/requests.jsonl
+    config = ICRConfig.model_validate(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")))
+    if judge_model or judge_url:
+        if config.stats.judge_labels:
+            raise UserError(f"{run_dir / 'config.yaml'}: stats.judge_labels names a labels file of your own; a judge "
+                            "writes iter-<t>/judge/labels.jsonl instead: remove that setting, or leave out --judge-*")
+        judge = judge_backend(judge_url, judge_model, judge_key_env, judge_concurrency, judge_rpm, judge_cache,
+                              no_judge_cache, judge_adapter, judge_batch_size)
+        for t in sorted(result):
+            counts = judge_folder(IterationDir(run_dir, t).judge, judge, max_tokens=judge_max_tokens,
+                                  seed=config.stats.seed, echo=lambda line: typer.echo(line, err=True))
+            typer.echo(f"iteration {t}: judged {counts['judged']}, unparseable {counts['unparseable']}, "
+                       f"failed {counts['failed']}")
+        result = recompute_stats(run_dir, log=typer.echo)
+    _table(result, config.reward.select)
+    _table1(result, config.reward.kinds())

@@ -2,21 +2,27 @@
 
 Lengths, reward distributions, chosen-minus-rejected gaps, the share of responses in the wrong
 language (py3langid), and, when judge verdicts exist, the share of pairs where the judge agrees
-with the reward. The judge itself is outside: xlpo writes the requests (the paper's prompt,
-Appendix E.3, answer order randomised) and reads verdicts back.
+with the reward, with 95% bootstrap intervals. Judge requests use the paper's prompt (Appendix
+E.3, answer order randomised); `judge_pairs` asks any ChatBackend (endpoint or local model).
 """
 
 from __future__ import annotations
 
 import random
+import zlib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from xlpo.bench.chat import ChatBackend, ChatRequest
+from xlpo.bench.common import run_requests
+from xlpo.bench.lc_winrate import percentile_interval
 from xlpo.errors import UserError
-from xlpo.fileio import iter_jsonl
+from xlpo.fileio import iter_jsonl, write_jsonl
+
+N_BOOT = 2000  # bootstrap resamples behind every judged-accuracy interval
 
 VERDICTS = ("chosen", "rejected", "tie")
 
@@ -134,11 +140,29 @@ def read_judge_labels(path: str | Path) -> dict[str, str]:
     return labels
 
 
+def accuracy_replicates(chosen: int, rejected: int, ties: int, label: str, n_boot: int = N_BOOT) -> dict[str, np.ndarray]:
+    """Bootstrap replicates of `accuracy` (ties half) and `accuracy_no_ties` from a judged sample's counts.
+
+    Resampling n judged pairs with replacement is a multinomial draw of the three counts; the
+    generator is seeded by `label`, so an interval never depends on which other groups were judged.
+    """
+    n = chosen + rejected + ties
+    if n == 0:
+        return {"accuracy": np.array([]), "accuracy_no_ties": np.array([])}
+    rng = np.random.default_rng([0, zlib.crc32(label.encode("utf-8"))])
+    draws = rng.multinomial(n, [chosen / n, rejected / n, ties / n], size=n_boot).astype(float)
+    decided = draws[:, 0] + draws[:, 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        no_ties = np.where(decided > 0, draws[:, 0] / decided, np.nan)
+    return {"accuracy": (draws[:, 0] + 0.5 * draws[:, 2]) / n, "accuracy_no_ties": no_ties}
+
+
 def judged_accuracy(pairs: list[dict], verdicts: dict[str, str], kind: str) -> dict[str, dict]:
     """Per language: how often the judge prefers the chosen response of `kind`'s pairs.
 
     `verdicts` are keyed by request id ("<kind>/<pair id>"). `accuracy` counts a tie as half (as
-    win rates do); `accuracy_no_ties` leaves ties out.
+    win rates do); `accuracy_no_ties` leaves ties out. Each has a 95% percentile-bootstrap interval
+    over the judged pairs (`*_ci`).
     """
     counts: dict[str, Counter] = defaultdict(Counter)
     for pair in pairs:
@@ -149,15 +173,71 @@ def judged_accuracy(pairs: list[dict], verdicts: dict[str, str], kind: str) -> d
     for lang, c in sorted(counts.items()):
         n = c["chosen"] + c["rejected"] + c["tie"]
         decided = c["chosen"] + c["rejected"]
+        boot = accuracy_replicates(c["chosen"], c["rejected"], c["tie"], f"{kind}/{lang}")
         out[lang] = {"judged": n, "chosen": c["chosen"], "rejected": c["rejected"], "ties": c["tie"],
                      "accuracy": (c["chosen"] + 0.5 * c["tie"]) / n,
-                     "accuracy_no_ties": c["chosen"] / decided if decided else None}
+                     "accuracy_ci": percentile_interval(boot["accuracy"]),
+                     "accuracy_no_ties": c["chosen"] / decided if decided else None,
+                     "accuracy_no_ties_ci": percentile_interval(boot["accuracy_no_ties"]) if decided else None}
     return out
+
+
+def table1(stats: dict, kinds: Sequence[str]) -> list[dict]:
+    """The paper's Table 1 for one iteration's stats.json: per reward kind, judged accuracy per
+    language and their mean ("avg", with an interval from the per-language replicates averaged)."""
+    rows = []
+    for kind in kinds:
+        cells = {lang: entry["rewards"][kind]["judge"] for lang, entry in stats.items()
+                 if not lang.startswith("_") and "judge" in entry.get("rewards", {}).get(kind, {})}
+        if not cells:
+            continue
+        boots = [accuracy_replicates(c["chosen"], c["rejected"], c["ties"], f"{kind}/{lang}")["accuracy"]
+                 for lang, c in cells.items()]
+        rows.append({"kind": kind, "languages": cells,
+                     "avg": {"accuracy": float(np.mean([c["accuracy"] for c in cells.values()])),
+                             "accuracy_ci": percentile_interval(np.mean(boots, axis=0)),
+                             "judged": sum(c["judged"] for c in cells.values())}})
+    return rows
+
+
+def judge_pairs(requests: list[dict], judge: ChatBackend, path: str | Path, *, max_tokens: int = 256, seed: int = 0,
+                echo: Callable[[str], None] | None = print) -> tuple[dict[str, str], list[dict]]:
+    """Ask `judge` every Table 1 request (greedy; resumable in `path`): (verdicts by request id, one row each).
+
+    A reply without a valid "Preferred:" line, or a failed request, gets no verdict: it is counted
+    in the rows' `status`, never guessed.
+    """
+    asks = [(r["id"], ChatRequest([{"role": "user", "content": r["prompt"]}], temperature=0.0, max_tokens=max_tokens,
+                                  seed=seed)) for r in requests]
+    replies = run_requests(path, judge, asks, label="judge", echo=echo)
+    verdicts, rows = {}, []
+    for r in requests:
+        reply = replies[r["id"]]
+        answer = parse_judge_reply(reply.text) if reply.ok else None
+        if answer is not None:
+            verdicts[r["id"]] = verdict_for(r, answer)
+        rows.append({"id": r["id"], "kind": r["kind"], "lang": r["lang"], "answer1": r["answer1"],
+                     "status": "failed" if not reply.ok else "unparseable" if answer is None else "judged",
+                     "answer": answer, "preferred": verdicts.get(r["id"]), "reply": reply.text, "error": reply.error})
+    return verdicts, rows
 
 
 def run_judge(judge: Callable[[dict], str], requests: list[dict]) -> dict[str, str]:
     """Call `judge(request) -> 'answer1'|'answer2'|'tie'` on every request; verdicts by pair id."""
     return {r["id"]: verdict_for(r, judge(r)) for r in requests}
+
+
+def judge_folder(judge_dir: str | Path, judge: ChatBackend, *, max_tokens: int = 256, seed: int = 0,
+                 echo: Callable[[str], None] | None = print) -> Counter:
+    """Judge an iteration's `judge/requests.jsonl`: writes replies.jsonl (resumable), judgments.jsonl
+    (one row per request) and labels.jsonl (the verdicts `iteration_stats` reads); status counts."""
+    judge_dir = Path(judge_dir)
+    requests = [row for _, row in iter_jsonl(judge_dir / "requests.jsonl")]
+    verdicts, rows = judge_pairs(requests, judge, judge_dir / "replies.jsonl", max_tokens=max_tokens, seed=seed,
+                                 echo=echo)
+    write_jsonl(judge_dir / "judgments.jsonl", rows)
+    write_jsonl(judge_dir / "labels.jsonl", [{"id": k, "preferred": v} for k, v in verdicts.items()])
+    return Counter(row["status"] for row in rows)
 
 
 # -- the statistics of one iteration ----------------------------------------------------------
