@@ -231,3 +231,32 @@ def test_make_generator_and_bench_options_pass_the_engine_settings(monkeypatch, 
     assert (fake.engines[1]["max_model_len"], fake.engines[1]["gpu_memory_utilization"]) == (1024, 0.7)
     with pytest.raises(UserError, match="--backend"):
         candidate_backend("embedded", None, None, None, None, 4, "tpu")
+
+
+class Scripted(torch.nn.Module):
+    """A model whose generate() continues every prompt with the same scripted tokens, cut at max_new_tokens."""
+
+    def __init__(self, tokens: list[int]):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.tokens = tokens
+        self.generation_config = SimpleNamespace(eos_token_id=None)
+
+    def generate(self, input_ids, attention_mask, max_new_tokens, num_return_sequences, **kwargs):
+        rows = input_ids.repeat_interleave(num_return_sequences, dim=0)
+        new = torch.tensor(self.tokens[:max_new_tokens]).repeat(rows.shape[0], 1)
+        return torch.cat([rows, new], dim=1)
+
+
+@pytest.mark.parametrize("text", ["森林の栄養素。", "  Hé 日本  語 "])
+def test_hf_completions_cut_at_max_new_tokens_never_end_in_half_a_character(tokenizer, text):
+    from test_bench_serve_generation import reference_text  # the slow obvious version, shared with the server's test
+
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    cuts = [k for k in range(1, len(ids) + 1) if tokenizer.decode(ids[:k]).endswith("\ufffd")]
+    assert cuts, "the test needs a multi-byte character split across tokens"
+    gen = HFGenerator(Scripted(ids), tokenizer)
+    for k in range(1, len(ids) + 1):
+        (completion,), = gen.generate_detailed(["Hi"], GenerationSettings(max_new_tokens=k))
+        assert completion.text == reference_text(tokenizer, ids[:k]) and not completion.text.endswith("\ufffd")
+        assert completion.completion_tokens == k and completion.finish_reason == "length"

@@ -21,6 +21,8 @@ from xlpo.models import load_adapter, load_model, load_tokenizer, resolve_model_
 
 Prompt = Union[str, list[dict[str, str]]]
 
+REPLACEMENT = "\ufffd"  # what decoding shows for an incomplete UTF-8 sequence
+
 # vLLM accepts only these values of max_lora_rank (vllm/config/lora.py, MaxLoRARanks).
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
@@ -128,6 +130,71 @@ def vllm_engine_kwargs(model_path: str, adapter: str | None = None, dtype: str =
     return kwargs
 
 
+class IncrementalText:
+    """The text of a growing token sequence, released piece by piece only once it is final.
+
+    Decodes a short window of recent tokens (prefix/read offsets), so each step costs O(1); a window
+    whose text ends in U+FFFD waits for the token that completes the character. Leading whitespace is
+    dropped; trailing whitespace and U+FFFD wait for the text after them and are dropped at the end.
+    The released pieces add up to `decode(ids)` stripped that way.
+    """
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.prefix = self.read = 0
+        self.pending = ""  # a trailing run of whitespace / U+FFFD, released only if text follows it
+        self.started = False
+        self.text = ""
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def push(self, token_id: int) -> str:
+        """Add one token; returns the text that became final (often '')."""
+        return self.extend([token_id])
+
+    def extend(self, token_ids: list[int]) -> str:
+        """Add tokens; returns the text that became final (often '')."""
+        self.ids.extend(token_ids)
+        before = self._decode(self.ids[self.prefix:self.read])
+        now = self._decode(self.ids[self.prefix:])
+        if len(now) <= len(before) or now.endswith(REPLACEMENT) or not now.startswith(before):
+            return ""
+        self.prefix, self.read = self.read, len(self.ids)
+        return self._release(now[len(before):])
+
+    def finish(self) -> str:
+        """The last final piece; what is still held back at the end is dropped."""
+        before = self._decode(self.ids[self.prefix:self.read])
+        now = self._decode(self.ids[self.prefix:])
+        self.prefix = self.read = len(self.ids)
+        piece = self._release(now[len(before):] if now.startswith(before) else "")
+        self.pending = ""
+        return piece
+
+    def _release(self, piece: str) -> str:
+        if not self.started:
+            piece = piece.lstrip()
+            self.started = bool(piece)
+        body = self.pending + piece
+        end = len(body)
+        while end and (body[end - 1].isspace() or body[end - 1] == REPLACEMENT):
+            end -= 1
+        final, self.pending = body[:end], body[end:]
+        self.text += final
+        return final
+
+
+def completion_text(tokenizer, ids: list[int]) -> str:
+    """The text of a finished completion, as a stream of it ends (one decode): stripped, and never
+    ending in half a character (a completion cut at max_new_tokens may stop inside one)."""
+    text = IncrementalText(tokenizer)
+    text.extend(ids)
+    text.finish()
+    return text.text
+
+
 class HFGenerator:
     """Batched `model.generate` with left padding; sampling is seeded once per batch."""
 
@@ -164,14 +231,13 @@ class HFGenerator:
                 torch.manual_seed(settings.seed + start)
                 generated = self.model.generate(**enc, **kwargs)
                 new_tokens = generated[:, enc["input_ids"].shape[1]:]
-                decoded = [t.strip() for t in tok.batch_decode(new_tokens, skip_special_tokens=True)]
                 for i in range(len(batch)):
                     group = []
                     for j in range(i * settings.n, (i + 1) * settings.n):
                         row = new_tokens[j].tolist()
                         stopped = next((k for k, t in enumerate(row) if t in stop_ids), None)
                         length = len(row) if stopped is None else stopped + 1
-                        group.append(Completion(decoded[j], len(batch[i]), length,
+                        group.append(Completion(completion_text(tok, row[:length]), len(batch[i]), length,
                                                 "length" if stopped is None else "stop"))
                     outputs.append(group)
                 if progress is not None:

@@ -7,12 +7,12 @@ new ones, saving after each chunk so that a killed run loses at most one chunk.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from xlpo.bench.chat import ChatBackend, ChatReply, ChatRequest, request_key
 from xlpo.fileio import iter_jsonl, write_json, write_jsonl
+from xlpo.progress import Progress
 from xlpo.versions import library_versions
 
 
@@ -40,20 +40,17 @@ def run_requests(path: str | Path, backend: ChatBackend, requests: Sequence[tupl
     todo = [(key, req) for key, req in requests if key not in rows]
     if echo and rows:
         echo(f"{label}: reusing {len(rows)} of {len(requests)} answers from {path}")
-    started, done = time.monotonic(), 0
-    for start in range(0, len(todo), chunk_size):
-        chunk = todo[start:start + chunk_size]
-        replies = backend.complete_many([req for _, req in chunk])
-        for (key, req), reply in zip(chunk, replies):
-            rows[key] = {"key": key, "request": req.to_dict(), "request_hash": hashes[key], "text": reply.text,
-                         "error": reply.error, "cached": reply.cached, "backend": described}
-            if reply.top_logprobs is not None:
-                rows[key]["top_logprobs"] = reply.top_logprobs
-        write_jsonl(path, [rows[k] for k in keys if k in rows])
-        done += len(chunk)
-        if echo:
-            rate = done / max(time.monotonic() - started, 1e-9)
-            echo(f"{label}: {done}/{len(todo)} answered ({rate:.2f}/s)")
+    with Progress(label, len(requests), "answers", start=len(rows), enabled=bool(todo)) as progress:
+        for start in range(0, len(todo), chunk_size):
+            chunk = todo[start:start + chunk_size]
+            replies = backend.complete_many([req for _, req in chunk], progress=progress.advance)
+            for (key, req), reply in zip(chunk, replies):
+                rows[key] = {"key": key, "request": req.to_dict(), "request_hash": hashes[key], "text": reply.text,
+                             "error": reply.error, "cached": reply.cached, "backend": described}
+                if reply.top_logprobs is not None:
+                    rows[key]["top_logprobs"] = reply.top_logprobs
+            write_jsonl(path, [rows[k] for k in keys if k in rows])
+            progress.reach(len(rows))
     if not todo:
         write_jsonl(path, [rows[k] for k in keys])  # drop rows of requests no longer asked
     return {key: ChatReply(text=rows[key]["text"], error=rows[key]["error"], cached=rows[key].get("cached", False),

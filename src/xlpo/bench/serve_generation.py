@@ -20,10 +20,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from xlpo.generation import Completion, render_prompt, stop_token_ids
-
-REPLACEMENT = "\ufffd"  # what decoding shows for an incomplete UTF-8 sequence
-
+from xlpo.generation import Completion, IncrementalText, render_prompt, stop_token_ids
 
 @dataclass(frozen=True)
 class Sampling:
@@ -44,58 +41,6 @@ class RowsRequest:
     sampling: Sampling
     on_text: Callable[[int, str], None] = lambda choice, text: None  # (choice index, new text)
     cancelled: Callable[[], bool] = lambda: False  # the client left: stop its rows early
-
-
-class IncrementalText:
-    """The text of a growing token sequence, released piece by piece only once it is final.
-
-    Decodes a short window of recent tokens (prefix/read offsets), so each step costs O(1); a window
-    whose text ends in U+FFFD waits for the token that completes the character. Leading whitespace is
-    dropped; trailing whitespace and U+FFFD wait for the text after them and are dropped at the end.
-    The released pieces add up to `decode(ids)` stripped that way.
-    """
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.ids: list[int] = []
-        self.prefix = self.read = 0
-        self.pending = ""  # a trailing run of whitespace / U+FFFD, released only if text follows it
-        self.started = False
-        self.text = ""
-
-    def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
-
-    def push(self, token_id: int) -> str:
-        """Add one token; returns the text that became final (often '')."""
-        self.ids.append(token_id)
-        before = self._decode(self.ids[self.prefix:self.read])
-        now = self._decode(self.ids[self.prefix:])
-        if len(now) <= len(before) or now.endswith(REPLACEMENT) or not now.startswith(before):
-            return ""
-        self.prefix, self.read = self.read, len(self.ids)
-        return self._release(now[len(before):])
-
-    def finish(self) -> str:
-        """The last final piece; what is still held back at the end is dropped."""
-        before = self._decode(self.ids[self.prefix:self.read])
-        now = self._decode(self.ids[self.prefix:])
-        self.prefix = self.read = len(self.ids)
-        piece = self._release(now[len(before):] if now.startswith(before) else "")
-        self.pending = ""
-        return piece
-
-    def _release(self, piece: str) -> str:
-        if not self.started:
-            piece = piece.lstrip()
-            self.started = bool(piece)
-        body = self.pending + piece
-        end = len(body)
-        while end and (body[end - 1].isspace() or body[end - 1] == REPLACEMENT):
-            end -= 1
-        final, self.pending = body[:end], body[end:]
-        self.text += final
-        return final
 
 
 def row_generator(seed: int, choice: int, device: torch.device) -> torch.Generator:

@@ -42,7 +42,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 def _register() -> None:
     # Each command group lives in its own module; importing it attaches its commands to `app`.
-    from xlpo.cli import analyze, bench, configs, data, evaluate, experiment, icr, serve, train  # noqa: F401
+    from xlpo.cli import analyze, bench, configs, data, evaluate, experiment, icr, push, serve, train  # noqa: F401
 
 
 def user_errors(func):

@@ -6,7 +6,7 @@ batched by length (little padding), and each pair's prompt is computed once when
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -40,10 +40,12 @@ class PairLogps:
 
 @torch.no_grad()
 def score_pairs(model, pairs: list[TokenizedPair], pad_id: int, batch_size: int = 8, chunk_size: int | None = None,
-                share_prompt: bool = True, only: Iterable[int] | None = None) -> PairLogps:
+                share_prompt: bool = True, only: Iterable[int] | None = None,
+                progress: Callable[[int], None] | None = None) -> PairLogps:
     """Log-probs of every pair under `model` (in eval mode), or only of the pairs `only` (others stay 0).
 
     With `share_prompt` (and a model whose attention allows it) each pair's prompt is computed once.
+    `progress(k)` is called after each batch of k pairs.
     """
     device = next(model.parameters()).device
     share_prompt = share_prompt and prompt_sharing_blocker(model, pairs) is None
@@ -58,4 +60,6 @@ def score_pairs(model, pairs: list[TokenizedPair], pad_id: int, batch_size: int 
             n = len(idx)
             sums[idx] = out.sum.float().cpu().view(2, n).T
             tokens[idx] = out.tokens.long().cpu().view(2, n).T
+            if progress is not None:
+                progress(n)
     return PairLogps(sums[:, 0], sums[:, 1], tokens[:, 0], tokens[:, 1])

@@ -19,7 +19,9 @@ from xlpo.errors import UserError
 from xlpo.eval.analysis.accuracy import accuracy_table
 from xlpo.eval.pair_logps import score_pairs
 from xlpo.fileio import read_json, read_jsonl, write_json, write_jsonl
+from xlpo.model_card import record_evaluation
 from xlpo.models import adapter_hash, load_policy, load_tokenizer, reference_mode
+from xlpo.progress import Progress
 from xlpo.versions import library_versions
 
 
@@ -105,19 +107,25 @@ def score_run(req: ScoringRequest, log=None) -> Path:
             return out
 
     model = load_policy(req.model, req.adapter, req.dtype, trust_remote_code=req.trust_remote_code)
-    rows = score_pairs(model, pairs, tokenizer.pad_token_id, req.batch_size).rows(pairs)
-    if use_reference:
-        ref_rows = _reusable_reference(req, meta["data_fingerprint"])
-        if ref_rows is None:
+    ref_rows = _reusable_reference(req, meta["data_fingerprint"]) if use_reference else None
+    passes = 2 if use_reference and ref_rows is None else 1  # the policy, and the reference unless reused
+    with Progress(f"score {meta['name']}", passes * len(pairs), "pairs") as progress:
+        rows = score_pairs(model, pairs, tokenizer.pad_token_id, req.batch_size, progress=progress.advance).rows(pairs)
+        if passes == 2:
             with reference_mode(model) as base:
-                ref_rows = score_pairs(base, pairs, tokenizer.pad_token_id, req.batch_size).rows(pairs)
+                ref_rows = score_pairs(base, pairs, tokenizer.pad_token_id, req.batch_size,
+                                       progress=progress.advance).rows(pairs)
     for i, row in enumerate(rows):
         record = by_id[row["id"]]
         row["chars_chosen"], row["chars_rejected"] = _text_chars(record.chosen), _text_chars(record.rejected)
         row["ref_logp_chosen"] = ref_rows[i]["logp_chosen"] if use_reference else None
         row["ref_logp_rejected"] = ref_rows[i]["logp_rejected"] if use_reference else None
     write_jsonl(out / "scores.jsonl", rows)
-    write_json(out / "accuracy.json", accuracy_table(rows))
+    accuracy = accuracy_table(rows)
+    write_json(out / "accuracy.json", accuracy)
     write_json(out / "versions.json", library_versions())
     write_json(previous, meta)  # last: its presence marks a finished scoring
+    scored = req.adapter or req.model  # an adapter, or a fully fine-tuned model folder, that xlpo saved
+    if Path(scored).is_dir() and record_evaluation(scored, meta, accuracy) and log:
+        log(f"model card updated: {Path(scored) / 'README.md'}")
     return out

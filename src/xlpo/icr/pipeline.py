@@ -176,8 +176,7 @@ class ICRRun:
             seed = sample.chunk_seed(settings.seed, it.t, lang, k)
             return sample.sample_responses(models.generator(), models.encoder, chunk, replace(settings, seed=seed))
 
-        write_in_parts(it, "sample", it.samples, work, {lang: self._chunks(p) for lang, p in prompts.items()},
-                       self.log)
+        write_in_parts(it, "sample", it.samples, work, {lang: self._chunks(p) for lang, p in prompts.items()})
 
     def _translate_stage(self, it: IterationDir, models: Models) -> None:
         samples = read_jsonl(it.samples)
@@ -189,7 +188,7 @@ class ICRRun:
             size = self.config.sampling.chunk_size
             units[lang] = [rows[i:i + size] for i in range(0, len(rows), size)]
         write_in_parts(it, "translate", it.translations, lambda lang, k, rows: sample.translate_responses(
-            models.generator(), models.encoder, rows, settings), units, self.log)
+            models.generator(), models.encoder, rows, settings), units)
 
     def _score_stage(self, it: IterationDir, models: Models, prompts: dict[str, list[Prompt]]) -> None:
         samples = {r["id"]: r for r in read_jsonl(it.samples)}
@@ -228,8 +227,7 @@ class ICRRun:
                             "chars": [len(y) for y in samples[prompt.id]["responses"]], "scores": scores})
             return out
 
-        write_in_parts(it, "score", it.scores, work, {lang: self._chunks(p) for lang, p in prompts.items()},
-                       self.log)
+        write_in_parts(it, "score", it.scores, work, {lang: self._chunks(p) for lang, p in prompts.items()})
 
     def _alpha_stage(self, it: IterationDir) -> None:
         rcfg = self.config.reward

@@ -5,7 +5,6 @@ stages written in parts so that a killed run resumes where it stopped.
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import yaml
 from xlpo.errors import UserError
 from xlpo.fileio import read_jsonl, write_json, write_jsonl, write_text
 from xlpo.icr.config import ICRConfig
+from xlpo.progress import Progress
 from xlpo.versions import library_versions
 
 # Keys that may change between runs of one run directory: they do not change any result.
@@ -76,24 +76,20 @@ def _first_difference(old: dict, new: dict, prefix: tuple = ()) -> str | None:
 
 
 def write_in_parts(it: IterationDir, stage: str, target: Path, work: Callable[[str, int, list], list[dict]],
-                   units: dict[str, list[list]], log: Callable[[str], None]) -> None:
+                   units: dict[str, list[list]]) -> None:
     """Run `work(lang, chunk index, items)` for every unit whose part file is missing, then join the
     parts into `target`: a killed stage redoes at most one part."""
     parts_dir = it.parts(stage)
-    total = sum(len(chunks) for chunks in units.values())
-    done = 0
-    for lang, chunks in units.items():
-        for k, items in enumerate(chunks):
-            part = parts_dir / f"{lang}-{k:05d}.jsonl"
-            done += 1
-            if part.is_file():
-                continue
-            tic = time.perf_counter()
-            write_jsonl(part, work(lang, k, items))
-            log(f"  {stage} {lang}: part {done}/{total} ({len(items)} prompts, {time.perf_counter() - tic:.1f} s)")
-    rows = [row for lang, chunks in units.items() for k in range(len(chunks))
-            for row in read_jsonl(parts_dir / f"{lang}-{k:05d}.jsonl")]
-    write_jsonl(target, rows)
+    part = {(lang, k): parts_dir / f"{lang}-{k:05d}.jsonl" for lang, chunks in units.items() for k in range(len(chunks))}
+    total = sum(len(items) for chunks in units.values() for items in chunks)
+    todo = [(lang, k, items) for lang, chunks in units.items() for k, items in enumerate(chunks)
+            if not part[lang, k].is_file()]
+    with Progress(f"iteration {it.t} {stage}", total, "prompts", start=total - sum(len(i) for _, _, i in todo),
+                  enabled=bool(todo)) as progress:
+        for lang, k, items in todo:
+            write_jsonl(part[lang, k], work(lang, k, items))
+            progress.advance(len(items), info=lang)
+    write_jsonl(target, [row for path in part.values() for row in read_jsonl(path)])
     shutil.rmtree(parts_dir, ignore_errors=True)
     if parts_dir.parent.is_dir() and not any(parts_dir.parent.iterdir()):
         parts_dir.parent.rmdir()

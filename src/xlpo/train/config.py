@@ -8,11 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from xlpo.config import Section, describe, load_raw, options_help as schema_help, validate
 from xlpo.errors import UserError
 from xlpo.loss_params import LOSS_PARAMS, params_of
+
+# accelerate's tracker names (accelerate.utils.LoggerType; a test keeps the two lists equal): named here
+# so that reading a config needs no torch.
+TRACKERS = ("tensorboard", "wandb", "trackio", "comet_ml", "mlflow", "aim", "clearml", "dvclive", "swanlab")
 
 
 class ModelSection(Section):
@@ -94,7 +98,24 @@ class TrainingSection(Section):
     save_steps: int = Field(0, ge=0, description="Write a resumable checkpoint every N steps (0: none).")
     keep_checkpoints: int = Field(1, gt=0, description="How many recent checkpoints to keep.")
     logging_steps: int = Field(1, gt=0, description="Log metrics every N steps.")
-    progress: bool = Field(True, description="Show a progress bar.")
+    progress: bool = Field(True, description="Progress of the steps (with rate, ETA, loss): a live bar on a terminal, a line every ~10% of the steps in a log. false: the lines also on a terminal (no live bar), e.g. for runs inside a larger job. XLPO_PROGRESS=bar|lines|off overrides both.")
+    report_to: list[str] = Field(["tensorboard"], description=f"Experiment trackers that get the metrics besides metrics.jsonl (accelerate's trackers): none, all (every one installed), or one or more of {', '.join(TRACKERS)}, e.g. [tensorboard, wandb]. Each reads its own settings (W&B: WANDB_MODE, WANDB_API_KEY, ...) from the environment.")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _trackers(cls, value):
+        names = value.replace(",", " ").split() if isinstance(value, str) else value
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"expected tracker names (e.g. tensorboard or [tensorboard, wandb]), got {value!r}")
+        names = [n.strip().lower() for n in names]
+        if names in (["none"], []):
+            return []
+        if "all" in names:
+            return ["all"]
+        unknown = [n for n in names if n not in TRACKERS]
+        if unknown:
+            raise ValueError(f"unknown tracker {unknown[0]!r}: expected none, all or any of {', '.join(TRACKERS)}")
+        return list(dict.fromkeys(names))
 
 
 class TrainConfig(Section):

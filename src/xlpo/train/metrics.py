@@ -1,7 +1,8 @@
-"""Aggregate per-pair metrics over a step, overall and per language, write them out, show progress.
+"""Aggregate per-pair metrics over a step, overall and per language, and write them out.
 
-Losses return per-pair values; this module turns them into the logged means
-(`rewards/accuracies`, `rewards/accuracies/de`, ...) and writes JSONL and, when installed, TensorBoard.
+Losses return per-pair values; this module turns them into the logged means (`rewards/accuracies`,
+`rewards/accuracies/de`, ...), writes metrics.jsonl (the record) and mirrors it to the experiment
+trackers of `training.report_to` (TensorBoard, W&B, MLflow, ...) through accelerate's tracker API.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ import json
 from pathlib import Path
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from accelerate.tracking import get_available_trackers
+from accelerate.utils import ProjectConfiguration
 
+from xlpo.errors import UserError
 from xlpo.fileio import write_text
 
 
@@ -56,20 +59,60 @@ def summarize(names: list[str], languages: list[str], values: torch.Tensor, lang
     return out
 
 
-class MetricsWriter:
-    """Appends one JSON object per logged step; mirrors scalars to TensorBoard when available."""
+PIP_NAMES = {"comet_ml": "comet-ml"}  # where a tracker's package name differs from its tracker name
 
-    def __init__(self, output_dir: Path, enable_tensorboard: bool = True):
+
+def tracker_names(training) -> list[str]:
+    """The trackers `training.report_to` asks for, each checked to be installed. The default's TensorBoard
+    is skipped with a notice when it is missing (it is an optional dependency); one asked for is an error."""
+    wanted = training.report_to
+    available = [str(t) for t in get_available_trackers()]
+    if wanted == ["all"]:
+        return available
+    missing = [name for name in wanted if name not in available]
+    if missing == ["tensorboard"] and "report_to" not in training.model_fields_set:
+        print("xlpo: TensorBoard is not installed: metrics go to metrics.jsonl only "
+              "(pip install tensorboard, or set training.report_to=none)")
+        return [name for name in wanted if name != "tensorboard"]
+    if missing:
+        raise UserError(f"training.report_to: {', '.join(missing)} not installed here "
+                        f"(pip install {' '.join(PIP_NAMES.get(m, m) for m in missing)}), or leave it out of report_to")
+    return wanted
+
+
+def tracker_project(output_dir: Path) -> ProjectConfiguration:
+    """Where the trackers that write files put them: TensorBoard under output_dir/tensorboard/."""
+    return ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(Path(output_dir) / "tensorboard"))
+
+
+def flat_config(config: dict, prefix: str = "") -> dict[str, str | int | float | bool]:
+    """`{"training.learning_rate": 5e-4, ...}`: the scalars every tracker accepts as hyper-parameters."""
+    out: dict[str, str | int | float | bool] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_config(value, f"{name}."))
+        else:
+            out[name] = value if isinstance(value, (str, int, float, bool)) else json.dumps(value)
+    return out
+
+
+class MetricsWriter:
+    """Appends one JSON object per logged step to metrics.jsonl and logs its numbers to the trackers.
+
+    Main process only. The trackers are the accelerator's (`Accelerator(log_with=...)`); this starts them
+    with the run's config; `accelerator.end_training()` closes them.
+    """
+
+    PROJECT = "xlpo"  # the W&B / MLflow / Trackio project; TensorBoard's subfolder
+
+    def __init__(self, output_dir: Path, accelerator, config: dict):
         self.path = Path(output_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tb = None
-        if enable_tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(log_dir=str(Path(output_dir) / "tensorboard"))
-            except ImportError:  # TensorBoard is optional
-                self.tb = None
+        self.acc = accelerator
+        run = Path(output_dir).resolve().name
+        accelerator.init_trackers(self.PROJECT, config=flat_config(config), init_kwargs={
+            "wandb": {"name": run, "dir": str(output_dir)}, "trackio": {"name": run}, "mlflow": {"run_name": run}})
 
     def truncate_after(self, step: int) -> None:
         """On resume, forget lines logged after the checkpoint so the log equals an uninterrupted run's."""
@@ -82,36 +125,10 @@ class MetricsWriter:
     def write(self, record: dict) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        if self.tb is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key != "step":
-                    self.tb.add_scalar(key, value, record["step"])
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
+        numbers = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
+        self.acc.log(numbers, step=record["step"])
 
 
-class ProgressBar:
-    """A rich progress bar on the main process; a no-op elsewhere."""
-
-    def __init__(self, enabled: bool, total: int, start: int):
-        self.enabled = enabled
-        if enabled:
-            self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                TextColumn("{task.fields[info]}"), transient=False)
-            self.task = self.bar.add_task("train", total=total, completed=start, info="")
-
-    def __enter__(self):
-        if self.enabled:
-            self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.bar.__exit__(*exc)
-
-    def advance(self, record: dict) -> None:
-        if self.enabled:
-            info = f"loss {record.get('loss', float('nan')):.4f} acc {record.get('rewards/accuracies', float('nan')):.2f}"
-            self.bar.update(self.task, advance=1, info=info)
+def step_info(record: dict) -> str:
+    """What the progress display shows beside the step count."""
+    return f"loss {record.get('loss', float('nan')):.4f} acc {record.get('rewards/accuracies', float('nan')):.2f}"

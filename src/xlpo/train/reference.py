@@ -22,6 +22,7 @@ from xlpo.eval.pair_logps import score_pairs
 from xlpo.fileio import atomic_path
 from xlpo.models import (adapter_hash, cache_root, frozen_copy, is_peft, load_adapter, load_model,
                          reference_mode)
+from xlpo.progress import Progress
 
 REFERENCE_ADAPTER = "reference"  # the name of a reference adapter loaded beside the trained one
 
@@ -110,10 +111,12 @@ def precomputed_logps(reference: Reference, policy, config, pairs, data_fp: str,
     cached = load_cached(cache_dir, key, len(pairs))
     if cached is not None:
         return cached, f"cache {cache_dir / key}.safetensors"
-    with reference(policy) as module:
+    mine = range(acc.process_index, len(pairs), acc.num_processes)
+    with reference(policy) as module, Progress(f"reference log-probs {Path(config.training.output_dir).name}",
+                                               len(mine), "pairs", enabled=acc.is_main_process) as progress:
         values = score_pairs(module, pairs, pad_id, max(2, 2 * config.training.batch_size),
-                             config.training.logit_chunk_size, share_prompt,
-                             only=range(acc.process_index, len(pairs), acc.num_processes)).stacked()
+                             config.training.logit_chunk_size, share_prompt, only=mine,
+                             progress=progress.advance).stacked()
     values = acc.reduce(values.to(acc.device), reduction="sum").cpu()
     if acc.is_main_process:
         save_cached(cache_dir, key, values, {"reference": json.dumps(reference.described), "data": data_fp})

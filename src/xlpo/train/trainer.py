@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,12 +28,14 @@ from xlpo.errors import TrainingError, UserError
 from xlpo.fileio import atomic_dir, check_output_dir, write_json, write_jsonl, write_text
 from xlpo.logprobs import completion_logprobs, sequence_logprobs
 from xlpo.losses import SequenceLogps, get_loss, preference_metrics
+from xlpo.model_card import write_card
 from xlpo.models import (apply_lora, disable_dropout, is_peft, load_adapter, load_model, load_tokenizer,
                          release_memory)
+from xlpo.progress import Progress
 from xlpo.train import checkpoint as ckpt
 from xlpo.train.reference import build_reference, model_fingerprint, precomputed_logps
 from xlpo.train.config import TrainConfig
-from xlpo.train.metrics import MetricsWriter, ProgressBar, StepMetrics, summarize
+from xlpo.train.metrics import MetricsWriter, StepMetrics, step_info, summarize, tracker_names, tracker_project
 from xlpo.versions import library_versions
 
 
@@ -44,10 +47,12 @@ class TrainResult:
     summary: dict
 
 
-def _make_accelerator():
+def _make_accelerator(config: TrainConfig):
     # Accumulation is done by the loop itself (see `_train_step`), so Accelerate must not rescale.
     # Without CUDA, cpu=True lets `torchrun --nproc_per_node N` form a gloo process group.
-    return Accelerator(gradient_accumulation_steps=1, cpu=not torch.cuda.is_available())
+    return Accelerator(gradient_accumulation_steps=1, cpu=not torch.cuda.is_available(),
+                       log_with=tracker_names(config.training) or None,
+                       project_config=tracker_project(config.training.output_dir))
 
 
 def _optimizer(config: TrainConfig, params, device_type: str):
@@ -93,7 +98,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, accelerator=None):
         self.config = config
         self.owns_accelerator = accelerator is None
-        self.acc = accelerator or _make_accelerator()
+        self.acc = accelerator or _make_accelerator(config)
         self.out = Path(config.training.output_dir)
         self.spec = get_loss(config.loss.name)
         self.loss_params = config.loss.params()
@@ -246,7 +251,7 @@ class Trainer:
     def _expected_state(self) -> dict:
         resumable = self.config.model_dump(mode="json")
         resumable["training"] = {k: v for k, v in resumable["training"].items()
-                                 if k not in ("save_steps", "keep_checkpoints", "progress", "logging_steps")}
+                                 if k not in ("save_steps", "keep_checkpoints", "progress", "logging_steps", "report_to")}
         return {"config": resumable, "data_fingerprint": self.data_fp, "num_processes": self.acc.num_processes}
 
     def run(self, resume: bool = False) -> TrainResult:
@@ -256,7 +261,7 @@ class Trainer:
         start = 0
         if acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
-        writer = MetricsWriter(self.out) if acc.is_main_process else None
+        writer = MetricsWriter(self.out, acc, cfg.model_dump(mode="json")) if acc.is_main_process else None
         if resume:
             latest = ckpt.latest_checkpoint(self.out)
             if latest is None:
@@ -270,7 +275,8 @@ class Trainer:
         if writer is not None:
             writer.truncate_after(start)
         self._write_run_files()
-        progress = ProgressBar(acc.is_main_process and cfg.training.progress, self.total_steps, start)
+        progress = Progress(f"train {self.out.name}", self.total_steps, "steps", start, enabled=acc.is_main_process,
+                            bar=cfg.training.progress)
         last_metrics: dict = {}
         started = time.perf_counter()
         plans_epoch, plans = -1, []
@@ -298,15 +304,13 @@ class Trainer:
                 last_metrics = record
                 if writer is not None and ((self.step + 1) % cfg.training.logging_steps == 0 or self.step + 1 == self.total_steps):
                     writer.write(record)
-                progress.advance(record)
+                progress.advance(1, step_info(record))
                 if cfg.training.save_steps and (self.step + 1) % cfg.training.save_steps == 0 and self.step + 1 < self.total_steps:
                     ckpt.save_checkpoint(acc, self.out, self.step + 1, {"step": self.step + 1, **self._expected_state()},
                                          cfg.training.keep_checkpoints)
-        if writer is not None:
-            writer.close()
         summary = self._finish(last_metrics, time.perf_counter() - started, start)
-        if self.owns_accelerator and self.acc.num_processes > 1:
-            self.acc.end_training()  # tears the process group down cleanly
+        if self.owns_accelerator:
+            self.acc.end_training()  # closes the trackers; tears a process group down cleanly
         return TrainResult(self.out, self.total_steps, last_metrics, summary)
 
     def release(self) -> None:
@@ -337,6 +341,7 @@ class Trainer:
         summary = {
             "loss": self.config.loss.name, "loss_params": self.loss_params, "steps": self.total_steps,
             "resumed_from_step": start, "pairs": len(self.pairs), "languages": self.languages,
+            "pairs_by_language": dict(sorted(Counter(p.lang or "unknown" for p in self.pairs).items())),
             "data": self.data_summary, "data_fingerprint": self.data_fp,
             "reference": self.reference_source,
             "reference_model": self.reference.described if self.reference is not None else None,
@@ -351,6 +356,7 @@ class Trainer:
             with atomic_dir(self.out / name) as tmp:
                 model.save_pretrained(tmp, safe_serialization=True, **only_trained)
                 self.tokenizer.save_pretrained(tmp)
+                write_card(tmp, self.config.model_dump(mode="json"), summary, library_versions())
             summary["saved"] = str(self.out / name)
             write_json(self.out / "train_summary.json", summary)
         acc.wait_for_everyone()
