@@ -9,11 +9,15 @@ _LIBRARIES = ("torch", "transformers", "peft", "accelerate", "datasets", "safete
               "numpy", "sacrebleu", "scipy", "pydantic")
 
 
+def package_version(name: str) -> str:
+    """The installed version of a distribution, or "not installed"."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version(), "platform": platform.platform()}
-    for name in ("xlpo", *_LIBRARIES):
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
+    versions.update({name: package_version(name) for name in ("xlpo", *_LIBRARIES)})
     return versions

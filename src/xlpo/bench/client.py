@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import requests
+
 from xlpo.bench.chat import ChatReply, ChatRequest, request_key
 from xlpo.errors import UserError
 from xlpo.fileio import write_json
@@ -85,8 +87,6 @@ class EndpointBackend:
     """`ChatBackend` over HTTP: POST {base_url}/chat/completions, one request per item."""
 
     def __init__(self, settings: EndpointSettings, session=None):
-        import requests
-
         self.settings = settings
         self.session = session or requests.Session()
         self.limiter = _RateLimiter(settings.requests_per_minute)
@@ -141,8 +141,6 @@ class EndpointBackend:
         return headers
 
     def _post_with_retries(self, payload: dict) -> ChatReply:
-        import requests
-
         url = self.settings.base_url.rstrip("/") + "/chat/completions"
         error, retry_after = "not attempted", None
         for attempt in range(self.settings.max_retries + 1):

@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
 from xlpo.bench.chat import ChatBackend, ChatReply, ChatRequest, request_key
 from xlpo.fileio import iter_jsonl, write_json, write_jsonl
 from xlpo.progress import Progress
@@ -80,9 +83,6 @@ def write_results(out_dir: str | Path, benchmark: str, results: dict, config: di
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     """A rich table on stdout; floats with two decimals, None as a dash."""
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=title)
     for i, column in enumerate(columns):
         table.add_column(column, justify="left" if i == 0 else "right")

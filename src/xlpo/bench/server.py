@@ -204,97 +204,103 @@ def _messages(raw) -> list[dict]:
     return messages
 
 
-def make_handler(service: ChatService, api_key: str | None):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+class ChatHandler(BaseHTTPRequestHandler):
+    """The HTTP side of `xlpo serve`: routes, the API key, JSON replies and SSE streams (one thread per request)."""
 
-        def log_message(self, format, *args):  # one line per request, never headers (they hold the key)
-            sys.stderr.write(f"xlpo serve: {self.command} {self.path} {args[1] if len(args) > 1 else ''}\n")
+    service: ChatService  # set on the subclass `make_handler` returns: the server builds a handler per request
+    api_key: str | None = None
+    protocol_version = "HTTP/1.1"
 
-        def _send(self, status: int, payload: dict) -> None:
-            data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def log_message(self, format, *args):  # one line per request, never headers (they hold the key)
+        sys.stderr.write(f"xlpo serve: {self.command} {self.path} {args[1] if len(args) > 1 else ''}\n")
 
-        def _error(self, exc: RequestError) -> None:
-            self._send(exc.status, _error_body(exc))
+    def _send(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
-        def _stream(self, call: ChatCall) -> None:
-            """Server-Sent Events in HTTP/1.1 chunks: one `data:` event per chunk object, then [DONE].
+    def _error(self, exc: RequestError) -> None:
+        self._send(exc.status, _error_body(exc))
 
-            A failure after the headers went out can only be told in the stream: an `error` event,
-            as OpenAI does (its SDK raises it). A client that leaves stops its rows at the next token.
-            """
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-            self.send_header("Cache-Control", "no-cache")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
+    def _stream(self, call: ChatCall) -> None:
+        """Server-Sent Events in HTTP/1.1 chunks: one `data:` event per chunk object, then [DONE].
+
+        A failure after the headers went out can only be told in the stream: an `error` event,
+        as OpenAI does (its SDK raises it). A client that leaves stops its rows at the next token.
+        """
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
             try:
-                try:
-                    for chunk in service.chunks(call):
-                        self._event(json.dumps(chunk, ensure_ascii=False))
-                    self._event("[DONE]")
-                except RequestError as exc:
-                    self._event(json.dumps(_error_body(exc), ensure_ascii=False))
-                self.wfile.write(b"0\r\n\r\n")
-                self.wfile.flush()
-            except (BrokenPipeError, ConnectionResetError):
-                call.job.gone.set()
-                self.close_connection = True
-
-        def _event(self, data: str) -> None:
-            payload = f"data: {data}\n\n".encode("utf-8")
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(payload), payload))
-            self.wfile.flush()
-
-        def _authorised(self) -> bool:
-            if api_key is None:
-                return True
-            given = self.headers.get("Authorization", "")
-            if hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-                return True
-            self._error(RequestError("missing or wrong API key", 401, "authentication_error"))
-            return False
-
-        def do_GET(self):
-            if self.path.rstrip("/") in ("/health", "/v1/health"):
-                self._send(200, {"status": "ok"})
-            elif self.path.rstrip("/") == "/v1/models":
-                if self._authorised():
-                    self._send(200, service.models())
-            else:
-                self._error(RequestError(f"no route {self.path}", 404, "not_found"))
-
-        def do_POST(self):
-            if self.path.rstrip("/") != "/v1/chat/completions":
-                self._error(RequestError(f"no route {self.path}", 404, "not_found"))
-                return
-            if not self._authorised():
-                return
-            try:
-                call = service.parse(self._body())
-                service.submit(call)
-                if call.job.stream:
-                    self._stream(call)
-                else:
-                    self._send(200, service.reply(call))
+                for chunk in self.service.chunks(call):
+                    self._event(json.dumps(chunk, ensure_ascii=False))
+                self._event("[DONE]")
             except RequestError as exc:
-                self._error(exc)
+                self._event(json.dumps(_error_body(exc), ensure_ascii=False))
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            call.job.gone.set()
+            self.close_connection = True
 
-        def _body(self) -> object:
-            length = int(self.headers.get("Content-Length", "0"))
-            if length > MAX_BODY_BYTES:
-                raise RequestError("request body too large", 413)
-            try:
-                return json.loads(self.rfile.read(length).decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                raise RequestError("the request body is not valid JSON") from None
+    def _event(self, data: str) -> None:
+        payload = f"data: {data}\n\n".encode("utf-8")
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(payload), payload))
+        self.wfile.flush()
 
-    return Handler
+    def _authorised(self) -> bool:
+        if self.api_key is None:
+            return True
+        given = self.headers.get("Authorization", "")
+        if hmac.compare_digest(given.encode(), f"Bearer {self.api_key}".encode()):
+            return True
+        self._error(RequestError("missing or wrong API key", 401, "authentication_error"))
+        return False
+
+    def do_GET(self):
+        if self.path.rstrip("/") in ("/health", "/v1/health"):
+            self._send(200, {"status": "ok"})
+        elif self.path.rstrip("/") == "/v1/models":
+            if self._authorised():
+                self._send(200, self.service.models())
+        else:
+            self._error(RequestError(f"no route {self.path}", 404, "not_found"))
+
+    def do_POST(self):
+        if self.path.rstrip("/") != "/v1/chat/completions":
+            self._error(RequestError(f"no route {self.path}", 404, "not_found"))
+            return
+        if not self._authorised():
+            return
+        try:
+            call = self.service.parse(self._body())
+            self.service.submit(call)
+            if call.job.stream:
+                self._stream(call)
+            else:
+                self._send(200, self.service.reply(call))
+        except RequestError as exc:
+            self._error(exc)
+
+    def _body(self) -> object:
+        length = int(self.headers.get("Content-Length", "0"))
+        if length > MAX_BODY_BYTES:
+            raise RequestError("request body too large", 413)
+        try:
+            return json.loads(self.rfile.read(length).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise RequestError("the request body is not valid JSON") from None
+
+
+def make_handler(service: ChatService, api_key: str | None) -> type[ChatHandler]:
+    """A handler class bound to `service` and the API key (None: no key asked)."""
+    return type("BoundChatHandler", (ChatHandler,), {"service": service, "api_key": api_key})
 
 
 def _error_body(exc: RequestError) -> dict:

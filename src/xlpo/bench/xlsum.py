@@ -20,6 +20,7 @@ from xlpo.bench.chat import ChatBackend, ChatReply, ChatRequest
 from xlpo.bench.common import run_requests, write_results
 from xlpo.errors import UserError
 from xlpo.fileio import iter_jsonl, read_json, write_jsonl
+from xlpo.versions import package_version
 
 HUB_ID = "csebuetnlp/xlsum"
 
@@ -257,7 +258,7 @@ class RougeTokenizer:
 
 def rouge_l(reference: str, prediction: str, code: str) -> dict[str, float]:
     """ROUGE-L precision, recall and F1 (0-1) of one prediction against its reference."""
-    from rouge_score import rouge_scorer
+    from rouge_score import rouge_scorer  # ~3 s to import (it loads nltk): only when scoring
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=RougeTokenizer(code in CHARACTER_LEVEL))
     score = scorer.score(reference, prediction)["rougeL"]
@@ -310,20 +311,11 @@ def run_xlsum(source: str | Path, languages: Sequence[str], n_per_language: int 
     config = {"source": str(source), "source_kind": "hub" if is_hub_id(source) else "folder", "split": split,
               "languages": codes, "n_per_language": n_per_language, "seed": seed, "temperature": temperature,
               "max_tokens": max_tokens, "max_text_chars": max_text_chars, "instruction": INSTRUCTION,
-              "rouge": {"metric": "rougeL F1 x100", "package": "rouge-score " + _version("rouge-score"),
+              "rouge": {"metric": "rougeL F1 x100", "package": "rouge-score " + package_version("rouge-score"),
                         "character_level": sorted(CHARACTER_LEVEL & set(codes))},
               "candidate": candidate.describe(),
               "sample": {code: [item.id for item in items if item.language == code] for code in codes}}
     return read_json(write_results(out_dir, "xlsum", results, config))
-
-
-def _version(package: str) -> str:
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def table(results: dict) -> tuple[str, list[str], list[list]]:

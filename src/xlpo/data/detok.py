@@ -29,6 +29,8 @@ import functools
 import re
 import unicodedata
 
+from sacremoses import MosesDetokenizer
+
 CJK_LANGS = frozenset({"zh", "ja"})
 
 _SPACE_RUN = re.compile(r" +")
@@ -41,8 +43,6 @@ def normalize_space(text: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _moses(lang: str):
-    from sacremoses import MosesDetokenizer
-
     return MosesDetokenizer(lang=lang)
 
 

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import sacrebleu
+
 from xlpo.errors import UserError
 from xlpo.fileio import iter_jsonl, write_json
 
@@ -100,8 +102,6 @@ def hter_distribution(values: Iterable[float | None]) -> dict[str, Any]:
 
 
 def _lang_stats(lang: str, pairs: list[dict[str, Any]], tokenizer) -> dict[str, Any]:
-    import sacrebleu
-
     chosen = [p["chosen"] for p in pairs]
     rejected = [p["rejected"] for p in pairs]
     n = len(pairs)
@@ -140,7 +140,7 @@ def compute_stats(path: str | Path, tokenizer: Any = "embedded") -> dict[str, An
     pairs = read_pairs(path)
     name = tokenizer if isinstance(tokenizer, str) else getattr(tokenizer, "name_or_path", type(tokenizer).__name__)
     if isinstance(tokenizer, str):
-        from xlpo.models import load_tokenizer
+        from xlpo.models import load_tokenizer  # torch and transformers: only when a tokenizer is named
 
         tokenizer = load_tokenizer(tokenizer)
     by_lang: dict[str, list[dict[str, Any]]] = defaultdict(list)

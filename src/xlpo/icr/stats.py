@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
 from xlpo.bench.chat import ChatBackend, ChatRequest
 from xlpo.bench.common import run_requests
@@ -76,11 +77,6 @@ def identify_languages(texts: list[str]) -> list[str | None]:
     """ISO 639-1 code per text (py3langid over its 97 languages); None for text without letters."""
     global _IDENTIFIER
     if _IDENTIFIER is None:
-        try:
-            from py3langid.langid import MODEL_FILE, LanguageIdentifier
-        except ImportError:
-            raise UserError("stats.language_id needs py3langid (pip install py3langid), "
-                            "or set stats.language_id=false") from None
         _IDENTIFIER = LanguageIdentifier.from_model_file(MODEL_FILE)
     return [_IDENTIFIER.classify(t)[0] if any(c.isalpha() for c in t) else None for t in texts]
 

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
+import langdetect
+
 # The comparison words of each language's data files and the comparison they mean upstream.
 # French and Japanese are "less than" / "at least" like IFEval; Spanish is "at least" / "at most".
 FR_RELATIONS: Mapping[str, Callable[[int, int], bool]] = {"moins de": operator.lt, "au moins": operator.ge}
@@ -40,15 +42,11 @@ LANGDETECT_SEED = 0
 
 def seed_langdetect() -> None:
     """langdetect samples at random unless seeded: with a fixed seed the same text always gets the same code."""
-    import langdetect
-
     langdetect.DetectorFactory.seed = LANGDETECT_SEED
 
 
 def detect_language(text: str) -> str | None:
     """langdetect's code for `text`; None if undecidable (no letters)."""
-    import langdetect
-
     seed_langdetect()
     try:
         return langdetect.detect(text)

@@ -22,6 +22,7 @@ from xlpo.bench.mifeval.checkers_common import (
     require_count,
     require_relation,
 )
+from xlpo.bench.mifeval.nltk_setup import ensure_punkt_tab
 
 # Abbreviations whose final period does not end a French sentence: the ones M-IFEval adds to NLTK's
 # French Punkt model (fr_instructions_util._ABBREVIATIONS), in Punkt's form (lower case, no final period).
@@ -40,9 +41,7 @@ ACCENTED_LETTERS = frozenset("àáâãäåçèéêëìíîïñòóôõöùúûü
 @functools.lru_cache(maxsize=1)
 def french_sentence_tokenizer():
     """NLTK's French Punkt (real punkt_tab data, or the untrained fallback) plus the French abbreviations."""
-    from nltk.tokenize.punkt import PunktTokenizer
-
-    from xlpo.bench.mifeval.nltk_setup import ensure_punkt_tab
+    from nltk.tokenize.punkt import PunktTokenizer  # ~3 s to import: only when a French checker runs
 
     ensure_punkt_tab()
     tokenizer = PunktTokenizer("french")

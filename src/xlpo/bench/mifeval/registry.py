@@ -17,6 +17,7 @@ from xlpo.bench.mifeval import checkers_fr as fr
 from xlpo.bench.mifeval import checkers_ja as ja
 from xlpo.bench.mifeval import checkers_ja_script as ja_script
 from xlpo.bench.mifeval.checkers_common import ResponseLanguage, seed_langdetect
+from xlpo.bench.mifeval.nltk_setup import ensure_punkt_tab
 from xlpo.errors import UserError
 
 Check = Callable[[str], bool]
@@ -29,11 +30,9 @@ CHECKER_SEED = 0
 @functools.lru_cache(maxsize=1)
 def lm_eval_instructions() -> Mapping[str, type]:
     """lm-eval's IFEval registry, imported only after the NLTK data is in place (its import downloads otherwise)."""
-    from xlpo.bench.mifeval.nltk_setup import ensure_punkt_tab
-
     ensure_punkt_tab()
     seed_langdetect()  # lm-eval's language checks call langdetect, which samples at random unless seeded
-    from lm_eval.tasks.ifeval.instructions_registry import INSTRUCTION_DICT
+    from lm_eval.tasks.ifeval.instructions_registry import INSTRUCTION_DICT  # only now: see the docstring
 
     return INSTRUCTION_DICT
 

@@ -8,7 +8,6 @@ generations.jsonl (resumable), scores.jsonl (per prompt) and results.json.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from xlpo.bench.mifeval.registry import Check, build_checker, describe_checkers
 from xlpo.bench.mifeval.instruction_accuracy import aggregate, score_response
 from xlpo.errors import UserError
 from xlpo.fileio import iter_jsonl, write_jsonl
+from xlpo.versions import package_version
 
 BENCHMARK = "m-ifeval"
 LANGUAGES = ("en", "es", "fr", "ja")  # every language M-IFEval has
@@ -125,10 +125,10 @@ def run_mifeval(*, data_dir: str | Path, out_dir: str | Path, candidate: ChatBac
         "candidate": candidate.describe(),
         "judge": None,
         "scoring": {
-            "checkers": f"lm-eval {_version('lm_eval')} IFEval checkers + xlpo M-IFEval checkers (fr/es/ja)",
+            "checkers": f"lm-eval {package_version('lm_eval')} IFEval checkers + xlpo M-IFEval checkers (fr/es/ja)",
             "sentence_splitter": splitters,
-            "langdetect": {"version": _version("langdetect"), "seed": LANGDETECT_SEED},
-            "ja_tokenizer": {"name": "janome", "version": _version("janome"), "dictionary": "its bundled IPADIC",
+            "langdetect": {"version": package_version("langdetect"), "seed": LANGDETECT_SEED},
+            "ja_tokenizer": {"name": "janome", "version": package_version("janome"), "dictionary": "its bundled IPADIC",
                              "used_by": ["ja:keywords:forbidden_words", "ja:detectable_format:nominal_ending"]},
             "loose": "IFEval loose: any of response / without first line / without last line / without both, "
                      "each also without '*'",
@@ -165,10 +165,3 @@ def _check_languages(languages: Sequence[str]) -> list[str]:
 
 def _file_record(path: Path) -> dict:
     return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"

@@ -9,7 +9,6 @@ files and manifest.json, and `make_mtpe` does both.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
@@ -44,6 +43,7 @@ from xlpo.data.mtpe.divemt import load_divemt_hub, read_divemt_dir
 from xlpo.data.mtpe.mlqe_pe import load_mlqe_pe_hub, read_mlqe_pe_dir
 from xlpo.errors import UserError
 from xlpo.fileio import write_json, write_text
+from xlpo.versions import package_version
 
 # --------------------------------------------------------------------------------------------
 # Filtering and splitting
@@ -141,10 +141,7 @@ class MtpeBuild:
 
 
 def _detokenizer_info(directions: Iterable[str]) -> dict[str, str]:
-    try:
-        version = importlib.metadata.version("sacremoses")
-    except importlib.metadata.PackageNotFoundError:  # pragma: no cover
-        version = "unknown"
+    version = package_version("sacremoses")
     info = {}
     for d in directions:
         if DIRECTIONS[d] != MLQE_PE:

@@ -256,10 +256,7 @@ def parse_hter(value: Any, where: str, scale: float) -> float | None:
 
 def load_hub_split(repo: str, config: str | None, split: str):
     """One split of a Hub dataset via `datasets`; script-based repos fall back to the Parquet export."""
-    try:
-        import datasets
-    except ImportError:  # pragma: no cover - datasets is a dependency
-        raise UserError("reading from the Hugging Face Hub needs the 'datasets' package") from None
+    import datasets  # seconds to import: only when a Hub id is read
     try:
         return datasets.load_dataset(repo, config, split=split)
     except Exception as first:  # noqa: BLE001 - any failure gets one more route, then one line
