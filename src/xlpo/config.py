@@ -94,7 +94,9 @@ def shipped_configs() -> dict[str, Path]:
     """Every shipped config by name: its path under xlpo/configs without `.yaml` (e.g. accelerate/zero2)."""
     if not SHIPPED_DIR.is_dir():
         return {}
-    return {p.relative_to(SHIPPED_DIR).with_suffix("").as_posix(): p for p in sorted(SHIPPED_DIR.rglob("*.yaml"))}
+    # xlpo's own configs first, then those in folders (accelerate/: launcher settings, not xlpo configs).
+    paths = sorted(SHIPPED_DIR.rglob("*.yaml"), key=lambda p: (len(p.relative_to(SHIPPED_DIR).parts), p))
+    return {p.relative_to(SHIPPED_DIR).with_suffix("").as_posix(): p for p in paths}
 
 
 def shipped_config(name: str) -> Path:

@@ -123,7 +123,8 @@ def token_logprobs(hidden: Tensor, weight: Tensor, bias: Tensor | None, targets:
                    chunk_size: int | None = None, softcap: float | None = None) -> Tensor:
     """log p(target_i | hidden_i) for each row of `hidden` (M, H); never holds more than a chunk of logits."""
     chunk = chunk_size or auto_chunk_size(weight.shape[0])
-    return _ChunkedTargetLogprob.apply(hidden, weight, bias, targets, chunk, softcap)
+    # Under mixed precision the model's outputs come back in fp32 while a frozen head may be bf16.
+    return _ChunkedTargetLogprob.apply(hidden.to(weight.dtype), weight, bias, targets, chunk, softcap)
 
 
 def _unwrap(model):

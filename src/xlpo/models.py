@@ -107,6 +107,23 @@ def resolve_dtype(name: str) -> torch.dtype:
     return _DTYPES[name]
 
 
+def mixed_precision(dtype: str) -> str:
+    """Accelerate's mixed_precision for training in model.dtype `dtype` (see `training_load_dtype`)."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(resolve_dtype(dtype), "no")
+
+
+def training_load_dtype(dtype: str, full_finetuning: bool) -> str:
+    """The dtype to load weights in for training in model.dtype `dtype`.
+
+    Trained weights and their optimizer state stay fp32 whatever the compute dtype: at the learning
+    rates of preference tuning (5e-7 to 1e-6) most updates of a bf16 weight round away. Full
+    fine-tuning loads fp32 weights and computes in `dtype` under autocast (DeepSpeed: bf16 copies
+    of fp32 master weights); LoRA keeps the frozen base in `dtype` (half the memory) and PEFT keeps
+    the adapter in fp32.
+    """
+    return "float32" if full_finetuning else dtype
+
+
 def load_model(
     name_or_path: str = EMBEDDED,
     dtype: str = "auto",
@@ -127,9 +144,26 @@ def load_model(
 
 def apply_lora(model, r: int = 16, alpha: int = 32, dropout: float = 0.05, target_modules="all-linear"):
     """Wrap `model` with a fresh PEFT LoRA adapter (all attention and MLP projections by default)."""
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=lora_targets(model, target_modules),
                         task_type="CAUSAL_LM", bias="none")
     return get_peft_model(model, config)
+
+
+def lora_targets(model, target_modules):
+    """PEFT's `target_modules` for `model`: "all-linear" means the linear layers of the language model.
+
+    Models such as Gemma-3 4B and larger load as image-text models; PEFT's own "all-linear" also
+    adapts their vision tower and projector, whose adapters text never trains (and DDP refuses
+    parameters without a gradient). There the language model's linear layers are named one by one.
+    """
+    if target_modules != "all-linear" or not hasattr(model, "get_decoder"):
+        return target_modules
+    head = model.get_output_embeddings()
+    in_text_model = {id(m) for m in model.get_decoder().modules()}
+    linear = {name: id(m) in in_text_model for name, m in model.named_modules()
+              if isinstance(m, torch.nn.Linear) and m is not head}
+    text = sorted(name for name, inside in linear.items() if inside)
+    return target_modules if len(text) in (0, len(linear)) else text
 
 
 def load_adapter(model, adapter_path: str, trainable: bool = False, name: str = "default"):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from xlpo.errors import UserError
 from xlpo.fileio import atomic_dir, read_json, write_json
+from xlpo.train.distributed import is_deepspeed
 
 STATE_FILE = "xlpo_state.json"
 
@@ -20,7 +21,8 @@ def register(accelerator, scheduler) -> Callable[[], None]:
     """Make checkpoints hold the scheduler too, and only trainable weights; returns the undo.
 
     Only trainable weights: a LoRA checkpoint of an 8B model is megabytes, not 16 GB. The frozen
-    weights come from the base model when a run resumes (loaded non-strictly). The undo lets the
+    weights come from the base model when a run resumes (loaded non-strictly). DeepSpeed writes its
+    own files (see `_model_kwargs`); FSDP2 writes every weight, sharded. The undo lets the
     accelerator forget the run, so that it keeps no optimizer (nor, through it, weights) alive.
     """
 
@@ -61,7 +63,7 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, state: dict, keep:
     if accelerator.is_main_process:
         shutil.rmtree(staging, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(staging), safe_serialization=True)
+    accelerator.save_state(str(staging), safe_serialization=True, **_model_kwargs(accelerator, saving=True))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_json(staging / STATE_FILE, state)
@@ -80,5 +82,12 @@ def load_checkpoint(accelerator, path: Path, expect: dict) -> dict:
         if state.get(key) != value:
             raise UserError(f"--resume: checkpoint {path} was made with a different {key}; "
                             f"start a new output_dir or rerun with the same settings")
-    accelerator.load_state(str(path), strict=False)  # frozen weights are not in the checkpoint
+    accelerator.load_state(str(path), **_model_kwargs(accelerator, saving=False))
     return state
+
+
+def _model_kwargs(accelerator, saving: bool) -> dict:
+    """Frozen weights are left out of a checkpoint and not expected back; DeepSpeed names that its own way."""
+    if is_deepspeed(accelerator):
+        return {"exclude_frozen_parameters": True} if saving else {"load_module_strict": False}
+    return {} if saving else {"strict": False}

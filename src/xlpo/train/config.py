@@ -21,7 +21,7 @@ TRACKERS = ("tensorboard", "wandb", "trackio", "comet_ml", "mlflow", "aim", "cle
 
 class ModelSection(Section):
     name_or_path: str = Field("embedded", description="Hub id, local directory, or 'embedded' (SmolLM2-135M-Instruct shipped as a wheel).")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weight dtype; auto = bf16 on a CUDA GPU that supports it, else float32.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Compute dtype; auto = bf16 on a CUDA GPU that supports it, else float32. Trained weights and their optimizer state stay float32.")
     trust_remote_code: bool = Field(False, description="Allow model code from the Hub repository (off unless you trust it).")
     attn_implementation: str | None = Field(None, description="Attention kernel passed to transformers, e.g. sdpa, flash_attention_2, eager.")
     adapter: str | None = Field(None, description="Start from this saved LoRA adapter (trained further); the default reference is the base model without it (see reference.adapter).")

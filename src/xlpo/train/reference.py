@@ -20,20 +20,27 @@ from safetensors.torch import load_file, save_file
 
 from xlpo.eval.pair_logps import score_pairs
 from xlpo.fileio import atomic_path
-from xlpo.models import (adapter_hash, cache_root, frozen_copy, is_peft, load_adapter, load_model,
-                         reference_mode)
+from xlpo.models import (adapter_hash, cache_root, frozen_copy, is_peft, load_adapter, load_model, reference_mode,
+                         resolve_dtype, training_load_dtype)
+from xlpo.train.distributed import all_processes, is_partitioned, place, prepare_frozen, whole_parameters
 from xlpo.progress import Progress
 
 REFERENCE_ADAPTER = "reference"  # the name of a reference adapter loaded beside the trained one
 
 
 def model_fingerprint(model, name_or_path: str) -> str:
-    """Name, config and a hash of the first and last weight tensors: cheap, and changes with the weights."""
+    """Name, config and a hash of the first, middle and last weight tensors: cheap, and changes with the
+    weights. Collective where zero3_init partitioned the weights: each is hashed whole, gathered."""
     h = hashlib.sha256(name_or_path.encode())
     h.update(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
-    params = list(model.state_dict().values())
-    for tensor in (params[0], params[len(params) // 2], params[-1]):
-        h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    state = model.state_dict()
+    names = list(state)
+    picked = [names[0], names[len(names) // 2], names[-1]]
+    params = dict(model.named_parameters(remove_duplicate=False))
+    with whole_parameters([params[name] for name in picked if name in params]):
+        for name in picked:
+            tensor = params.get(name, state[name])
+            h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:24]
 
 
@@ -55,13 +62,23 @@ class Reference:
     fingerprint: str
     described: dict
 
+    prepared: bool = False
+
     def __call__(self, policy):
         """Context manager yielding the module that computes reference log-probs (eval mode, no grad)."""
         return reference_mode(policy, self.separate, self.adapter)
 
-    def release(self, policy) -> None:
-        """Free what only the reference needed (after precomputing, when nothing runs it live)."""
-        if self.adapter is not None:
+    def prepare(self, accelerator, policy) -> None:
+        """Once the policy is prepared, make a separate reference model compute as it does (sharded under
+        ZeRO-3 and FSDP2, in the same precision). Collective; a reference that is the policy needs nothing."""
+        if not self.prepared and self.separate is not None and self.separate is not policy:
+            self.separate = prepare_frozen(accelerator, self.separate)
+        self.prepared = True
+
+    def release(self, policy, sharded: bool) -> None:
+        """Free what only the reference needed (after precomputing, when nothing runs it live). Under ZeRO-3
+        and FSDP2 a reference adapter stays, frozen and unused: its weights are part of the sharded layers."""
+        if self.adapter is not None and not sharded:
             policy.delete_adapter(self.adapter)
             self.adapter = None
         self.separate = None
@@ -83,17 +100,17 @@ def build_reference(config, policy, base_fingerprint: str, live: bool) -> Refere
             "a frozen copy of the starting weights"
         if not is_peft(policy):
             # Full fine-tuning: the policy itself is the reference until its first update.
-            separate = frozen_copy(policy) if live else policy
+            separate = _starting_weights(policy, config) if live else policy
     elif same_base and is_peft(policy):
         load_adapter(policy, adapter, trainable=False, name=REFERENCE_ADAPTER)
         adapter_name, loaded_as = REFERENCE_ADAPTER, "a second, frozen adapter on the policy's base weights"
     else:
-        base = frozen_copy(policy) if same_base else load_model(name, m.dtype, m.trust_remote_code,
-                                                                m.attn_implementation)
+        base = _starting_weights(policy, config) if same_base else load_model(name, m.dtype, m.trust_remote_code,
+                                                                              m.attn_implementation)
         fingerprint = fingerprint or model_fingerprint(base, name)
         separate = load_adapter(base, adapter) if adapter else base
         separate.requires_grad_(False)
-        separate.to(next(policy.parameters()).device)
+        place(separate, next(policy.parameters()).device)
         loaded_as = "a separate frozen model"
     if adapter:
         fingerprint += "+adapter:" + adapter_hash(adapter)
@@ -101,24 +118,48 @@ def build_reference(config, policy, base_fingerprint: str, live: bool) -> Refere
                      {"name_or_path": name, "adapter": adapter, "loaded_as": loaded_as})
 
 
+def _starting_weights(policy, config):
+    """A frozen copy of the full fine-tuning policy's starting weights: copied in memory, or loaded again
+    where zero3_init left each process only a shard of them (a copy would hold the shards alone)."""
+    if not is_partitioned(policy):
+        return frozen_copy(policy)
+    m = config.model
+    copy = load_model(m.name_or_path, training_load_dtype(m.dtype, full_finetuning=True), m.trust_remote_code,
+                      m.attn_implementation)
+    copy.requires_grad_(False)
+    return copy.eval()
+
+
 def precomputed_logps(reference: Reference, policy, config, pairs, data_fp: str, pad_id: int, accelerator,
                       share_prompt: bool) -> tuple[torch.Tensor, str]:
     """(N, 2) reference log-probs of chosen and rejected, from the cache or computed (each process a
-    shard, summed across processes) and cached; and a line saying which."""
+    share, summed across processes) and cached; and a line saying which.
+
+    Runs once `policy` is prepared: ZeRO-3 and FSDP2 weights compute only through their engine, and the
+    prepared model computes in the precision training uses. Collective.
+    """
     acc = accelerator
     cache_dir = Path(config.reference.cache_dir or cache_root() / "reflogps")
-    key = cache_key(reference.fingerprint, data_fp, next(policy.parameters()).dtype)
+    key = cache_key(reference.fingerprint, data_fp, resolve_dtype(config.model.dtype))
     cached = load_cached(cache_dir, key, len(pairs))
-    if cached is not None:
+    # Computing is collective: every process must make the same choice, even where only some nodes
+    # (a cache directory that is not shared) hold the entry.
+    if all_processes(acc, cached is not None):
         return cached, f"cache {cache_dir / key}.safetensors"
-    mine = range(acc.process_index, len(pairs), acc.num_processes)
+    reference.prepare(acc, policy)
+    # ZeRO-3 and FSDP2 gather each layer's weights from all processes in every forward pass, so every
+    # process runs as many: a shorter share is topped up with pair 0, scored again and counted once.
+    mine = list(range(acc.process_index, len(pairs), acc.num_processes))
+    longest = -(-len(pairs) // acc.num_processes)
     with reference(policy) as module, Progress(f"reference log-probs {Path(config.training.output_dir).name}",
-                                               len(mine), "pairs", enabled=acc.is_main_process) as progress:
+                                               longest, "pairs", enabled=acc.is_main_process) as progress:
         values = score_pairs(module, pairs, pad_id, max(2, 2 * config.training.batch_size),
-                             config.training.logit_chunk_size, share_prompt, only=mine,
-                             progress=progress.advance).stacked()
+                             config.training.logit_chunk_size, share_prompt,
+                             only=mine + [0] * (longest - len(mine)), progress=progress.advance).stacked()
+    if 0 not in mine:
+        values[0] = 0
     values = acc.reduce(values.to(acc.device), reduction="sum").cpu()
-    if acc.is_main_process:
+    if acc.is_local_main_process:  # one writer per node: shared or not, every node then has the entry
         save_cached(cache_dir, key, values, {"reference": json.dumps(reference.described), "data": data_fp})
     acc.wait_for_everyone()
     return values, f"computed, saved to {cache_dir / key}.safetensors"

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 import yaml
-from accelerate import Accelerator
 from accelerate.utils import gather_object, set_seed
 from transformers import get_scheduler
 
@@ -30,9 +29,10 @@ from xlpo.logprobs import completion_logprobs, sequence_logprobs
 from xlpo.losses import SequenceLogps, get_loss, preference_metrics
 from xlpo.model_card import write_card
 from xlpo.models import (apply_lora, disable_dropout, is_peft, load_adapter, load_model, load_tokenizer,
-                         release_memory)
+                         release_memory, training_load_dtype)
 from xlpo.progress import Progress
 from xlpo.train import checkpoint as ckpt
+from xlpo.train import distributed as dist
 from xlpo.train.reference import build_reference, model_fingerprint, precomputed_logps
 from xlpo.train.config import TrainConfig
 from xlpo.train.metrics import MetricsWriter, StepMetrics, step_info, summarize, tracker_names, tracker_project
@@ -45,14 +45,6 @@ class TrainResult:
     steps: int
     final_metrics: dict
     summary: dict
-
-
-def _make_accelerator(config: TrainConfig):
-    # Accumulation is done by the loop itself (see `_train_step`), so Accelerate must not rescale.
-    # Without CUDA, cpu=True lets `torchrun --nproc_per_node N` form a gloo process group.
-    return Accelerator(gradient_accumulation_steps=1, cpu=not torch.cuda.is_available(),
-                       log_with=tracker_names(config.training) or None,
-                       project_config=tracker_project(config.training.output_dir))
 
 
 def _optimizer(config: TrainConfig, params, device_type: str):
@@ -98,7 +90,10 @@ class Trainer:
     def __init__(self, config: TrainConfig, accelerator=None):
         self.config = config
         self.owns_accelerator = accelerator is None
-        self.acc = accelerator or _make_accelerator(config)
+        self.acc = accelerator or dist.make_accelerator(
+            config.model.dtype, log_with=tracker_names(config.training) or None,
+            project_config=tracker_project(config.training.output_dir))
+        dist.check_precision(self.acc, config.model.dtype)
         self.out = Path(config.training.output_dir)
         self.spec = get_loss(config.loss.name)
         self.loss_params = config.loss.params()
@@ -114,29 +109,34 @@ class Trainer:
         self.pairs, self.data_summary, self.skipped = prepare_pairs(cfg, self.tokenizer)
         self.data_fp = fingerprint(self.pairs)
         self.languages = sorted({p.lang for p in self.pairs if p.lang})
-        model = load_model(cfg.model.name_or_path, cfg.model.dtype, cfg.model.trust_remote_code,
-                           cfg.model.attn_implementation)
-        model.to(acc.device)
-        if cfg.training.disable_dropout:
-            disable_dropout(model)
-        self._choose_layout(model)
-        precompute = self.spec.needs_reference and cfg.reference.precompute
-        base_fp = model_fingerprint(model, cfg.model.name_or_path) if self.spec.needs_reference else ""
-        model = self._trainable(model)
-        self._attach_reference(model, base_fp, precompute)
+        full_finetuning = not (cfg.model.adapter or cfg.lora.enabled)
+        with dist.loading_weights(acc):  # the policy and any reference model it loads
+            model = load_model(cfg.model.name_or_path, training_load_dtype(cfg.model.dtype, full_finetuning),
+                               cfg.model.trust_remote_code, cfg.model.attn_implementation)
+            dist.place(model, acc.device)
+            if cfg.training.disable_dropout:
+                disable_dropout(model)
+            self._choose_layout(model)
+            base_fp = model_fingerprint(model, cfg.model.name_or_path) if self.spec.needs_reference else ""
+            model = self._trainable(model)
+            self._build_reference(model, base_fp)
         if cfg.training.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if is_peft(model):
                 model.enable_input_require_grads()
         model.train()
-        self.trainable = [p for p in model.parameters() if p.requires_grad]
-        optimizer = _optimizer(cfg, self.trainable, acc.device.type)
+        optimizer = _optimizer(cfg, [p for p in model.parameters() if p.requires_grad], acc.device.type)
         t = cfg.training
         self.steps_per_epoch = len(self._plan(0))
         self.total_steps = t.max_steps or self.steps_per_epoch * t.epochs
         self.scheduler = _scheduler(cfg, optimizer, self.total_steps)
+        dist.configure_deepspeed(acc, t.batch_size, t.grad_accum, t.max_grad_norm)
         self.model, self.optimizer = acc.prepare(model, optimizer)
+        # FSDP2 replaces the parameters with sharded ones: clip the ones it trains.
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.backward_kwargs = dist.backward_kwargs(acc)
         self._unregister = ckpt.register(acc, self.scheduler)
+        self._ready_reference()
 
     def _trainable(self, model):
         """The model with what trains: the starting adapter, a fresh LoRA adapter, or all weights."""
@@ -148,20 +148,30 @@ class Trainer:
             return apply_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
         return model
 
-    def _attach_reference(self, model, base_fp: str, precompute: bool) -> None:
-        """Load the reference; precompute its log-probs when asked, then keep it only if a step needs it."""
+    def _build_reference(self, model, base_fp: str) -> None:
+        """Load or attach the reference (before `prepare`, beside the policy it may share weights with)."""
         self.reference, self.reference_logps, self.reference_source = None, None, "none"
         if not self.spec.needs_reference:
             return
-        live = not precompute or self.spec.needs_mismatched  # KTO's mismatched pairs are scored live
-        self.reference = build_reference(self.config, model, base_fp, live)
+        # KTO's mismatched pairs are scored live even when chosen and rejected are precomputed.
+        self.live_reference = not self.config.reference.precompute or self.spec.needs_mismatched
+        self.reference = build_reference(self.config, model, base_fp, self.live_reference)
         self.reference_source = "live"
-        if precompute:
+
+    def _ready_reference(self) -> None:
+        """After `prepare`: precompute the reference log-probs when asked, then keep the reference only if a
+        step runs it, prepared as the policy is (ZeRO-3 and FSDP2 compute only through their engine)."""
+        if self.reference is None:
+            return
+        policy = self.acc.unwrap_model(self.model)
+        if self.config.reference.precompute:
             self.reference_logps, self.reference_source = precomputed_logps(
-                self.reference, model, self.config, self.pairs, self.data_fp, self.pad_id, self.acc,
+                self.reference, policy, self.config, self.pairs, self.data_fp, self.pad_id, self.acc,
                 self.share_prompt)
-        if not live:
-            self.reference.release(model)
+        if self.live_reference:
+            self.reference.prepare(self.acc, policy)
+        else:
+            self.reference.release(policy, sharded=dist.shards_weights(self.acc))
 
     def _choose_layout(self, model) -> None:
         """Share each pair's prompt in one row when asked for and the model's attention allows it."""
@@ -193,18 +203,21 @@ class Trainer:
         order = plan.global_order()
         position = {i: j for j, i in enumerate(order)}
         partners = mismatched_partners(order, len(self.pairs))
-        mine = [i for slots in plan.micro_batches[acc.process_index] for i in slots if i != FILLER]
         values = torch.zeros(len(order), 2, device=acc.device)
         unwrapped = acc.unwrap_model(self.model)
-        for start in range(0, len(mine), self.config.training.batch_size):
-            idx = mine[start:start + self.config.training.batch_size]
-            ids, attention, completion = (t.to(acc.device) for t in collate_mismatched(self.pairs, idx, self.pad_id,
-                                                                                        partners))
-            rows = torch.tensor([position[i] for i in idx], device=acc.device)
+        # One pass per micro-batch, as many on every process (ZeRO-3 and FSDP2 gather weights in each):
+        # a micro-batch of fillers alone scores a stand-in whose values are dropped.
+        for slots in plan.micro_batches[acc.process_index]:
+            idx = [i for i in slots if i != FILLER]
+            kept = len(idx)
+            ids, attention, completion = (t.to(acc.device) for t in collate_mismatched(
+                self.pairs, idx or order[:1], self.pad_id, partners))
+            rows = torch.tensor([position[i] for i in idx], dtype=torch.long, device=acc.device)
             with torch.no_grad():
-                values[rows, 0] = completion_logprobs(unwrapped, ids, attention, completion, chunk).sum.float()
+                policy = completion_logprobs(unwrapped, ids, attention, completion, chunk).sum.float()
             with self.reference(unwrapped) as ref_model:
-                values[rows, 1] = completion_logprobs(ref_model, ids, attention, completion, chunk).sum.float()
+                reference = completion_logprobs(ref_model, ids, attention, completion, chunk).sum.float()
+            values[rows, 0], values[rows, 1] = policy[:kept], reference[:kept]
         values = acc.reduce(values, reduction="sum") if acc.num_processes > 1 else values
         return values[:, 0], values[:, 1]
 
@@ -219,6 +232,7 @@ class Trainer:
             batch = collate_pairs(self.pairs, slots, self.pad_id, weight, share_prompt=self.share_prompt).to(acc.device)
             size = batch.size
             last = a == len(my_batches) - 1
+            acc.sync_gradients = last  # DeepSpeed steps its optimizer inside the backward of the last micro-batch
             sync = contextlib.nullcontext() if last else acc.no_sync(self.model)
             with sync:
                 policy = sequence_logprobs(self.model, batch.rows, cfg.training.logit_chunk_size)
@@ -230,7 +244,7 @@ class Trainer:
                                       ref_chosen=ref_chosen, ref_rejected=ref_rejected, kl_policy=kl_policy, kl_ref=kl_ref)
                 out = self.spec.fn(logps, **self.loss_params)
                 self._stop_if_not_finite(out.losses, batch)
-                acc.backward((out.losses * batch.weights).sum())
+                acc.backward((out.losses * batch.weights).sum(), **self.backward_kwargs)
             per_pair = preference_metrics(logps, out)
             if metrics is None:
                 metrics = StepMetrics(sorted(per_pair), self.languages)
@@ -255,6 +269,8 @@ class Trainer:
         return {"config": resumable, "data_fingerprint": self.data_fp, "num_processes": self.acc.num_processes}
 
     def run(self, resume: bool = False) -> TrainResult:
+        # Checkpoints are written by all processes and renamed by the first: one directory for all nodes.
+        dist.check_shared_directory(self.acc, self.out, "training.output_dir")
         self.setup()
         acc, cfg = self.acc, self.config
         set_seed(cfg.training.seed)  # the dropout stream starts here (a resumed run restores its own)
@@ -322,11 +338,9 @@ class Trainer:
         release_memory()
 
     def _clip(self) -> float:
-        max_norm = self.config.training.max_grad_norm
-        if max_norm is not None:
-            return float(self.acc.clip_grad_norm_(self.trainable, max_norm))
-        grads = [p.grad.detach().float().norm() for p in self.trainable if p.grad is not None]
-        return float(torch.stack(grads).norm()) if grads else 0.0
+        """Clip to training.max_grad_norm (none: an infinite norm) and return the norm before clipping."""
+        max_norm = self.config.training.max_grad_norm or math.inf
+        return float(self.acc.clip_grad_norm_(self.trainable, max_norm))
 
     def _write_run_files(self) -> None:
         if not self.acc.is_main_process:
@@ -345,16 +359,17 @@ class Trainer:
             "data": self.data_summary, "data_fingerprint": self.data_fp,
             "reference": self.reference_source,
             "reference_model": self.reference.described if self.reference is not None else None,
-            "layout": self.layout,
+            "layout": self.layout, "precision": dist.precision_summary(acc, self.trainable),
             "num_processes": acc.num_processes, "seconds": round(seconds, 2), "final_metrics": last_metrics,
         }
+        model = acc.unwrap_model(self.model)
+        state = dist.gather_state_dict(acc, self.model, trainable_only=is_peft(model))
         if acc.is_main_process:
-            model = acc.unwrap_model(self.model)
             name = "adapter" if is_peft(model) else "model"
             # Only the trained adapter: a reference adapter loaded beside it is not part of the result.
             only_trained = {"selected_adapters": ["default"]} if is_peft(model) else {}
             with atomic_dir(self.out / name) as tmp:
-                model.save_pretrained(tmp, safe_serialization=True, **only_trained)
+                model.save_pretrained(tmp, state_dict=state, safe_serialization=True, **only_trained)
                 self.tokenizer.save_pretrained(tmp)
                 write_card(tmp, self.config.model_dump(mode="json"), summary, library_versions())
             summary["saved"] = str(self.out / name)

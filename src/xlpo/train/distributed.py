@@ -1,0 +1,250 @@
+"""One training over many processes: the Accelerator, DeepSpeed's settings, whole weights, shared folders.
+
+DDP, DeepSpeed ZeRO-2/3 and FSDP2 all run through Accelerate; the few places where they differ
+(settings DeepSpeed wants before `prepare`, weights sharded across processes, a frozen reference
+model computed like the trained one, what must be one shared directory on many nodes) live here,
+so the training loop reads the same for all of them. DeepSpeed is an optional dependency (the dev
+extra): it is imported only where a run uses it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from accelerate.utils import (DistributedType, broadcast_object_list, convert_outputs_to_fp32, fsdp2_prepare_model,
+                               get_mixed_precision_context_manager)
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from transformers.integrations import unset_hf_deepspeed_config
+
+from xlpo.errors import UserError
+from xlpo.models import mixed_precision
+
+_SHARDED_LAUNCHERS = {"ACCELERATE_USE_DEEPSPEED": "DeepSpeed", "ACCELERATE_USE_FSDP": "FSDP"}
+
+
+def make_accelerator(model_dtype: str, **trackers) -> Accelerator:
+    """The Accelerator of `xlpo train`: the backend from `accelerate launch`, the precision from model.dtype,
+    and the experiment trackers (`log_with`, `project_config`) of training.report_to."""
+    wanted = mixed_precision(model_dtype)
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if launcher not in ("no", wanted):
+        raise UserError(f"the accelerate config asks for mixed_precision={launcher} but model.dtype={model_dtype} "
+                        f"means mixed_precision={wanted}: set model.dtype (xlpo's one precision setting) and "
+                        "mixed_precision: 'no' in the accelerate config")
+    cpu = not torch.cuda.is_available()
+    sharded = [name for var, name in _SHARDED_LAUNCHERS.items() if os.environ.get(var, "").lower() == "true"]
+    if cpu and sharded:
+        raise UserError(f"{sharded[0]} needs CUDA GPUs and none is visible; on CPUs start plain processes "
+                        "(torchrun --nproc_per_node N -m xlpo train ...)")
+    # One process may train several runs (ICR, notebooks, tests); accelerate keeps the first run's
+    # precision for the whole process and has no public way to change it between runs.
+    if AcceleratorState._shared_state.get("_mixed_precision") not in (None, wanted):
+        AcceleratorState._reset_state()
+    # Accumulation is done by the training loop itself, so Accelerate must not rescale the loss.
+    # Without CUDA, cpu=True lets `torchrun --nproc_per_node N` form a gloo process group.
+    return Accelerator(gradient_accumulation_steps=1, cpu=cpu, mixed_precision=wanted, **trackers)
+
+
+def check_precision(acc: Accelerator, model_dtype: str) -> None:
+    """An Accelerator made by the caller must compute in the precision model.dtype asks for."""
+    if acc.mixed_precision != mixed_precision(model_dtype):
+        raise UserError(f"model.dtype={model_dtype} needs an Accelerator with mixed_precision="
+                        f"{mixed_precision(model_dtype)}; the one given has {acc.mixed_precision}")
+
+
+def is_deepspeed(acc: Accelerator) -> bool:
+    return acc.distributed_type == DistributedType.DEEPSPEED
+
+
+def configure_deepspeed(acc: Accelerator, batch_size: int, grad_accum: int, max_grad_norm: float | None) -> None:
+    """Give DeepSpeed, before `prepare`, the batch, accumulation and clipping the xlpo config sets.
+
+    The config `accelerate config` writes leaves the micro-batch to a dataloader xlpo does not use, and
+    has no clipping; a value set there that contradicts the xlpo config is an error, not a silent choice.
+    """
+    if not is_deepspeed(acc):
+        return
+    plugin = acc.state.deepspeed_plugin
+    ds = plugin.deepspeed_config
+    wanted = {"train_micro_batch_size_per_gpu": batch_size, "gradient_accumulation_steps": grad_accum,
+              "train_batch_size": batch_size * grad_accum * acc.num_processes,
+              "gradient_clipping": max_grad_norm or 0.0}
+    xlpo_key = {"train_micro_batch_size_per_gpu": "training.batch_size", "gradient_accumulation_steps": "training.grad_accum",
+                "train_batch_size": "training.batch_size x grad_accum x processes", "gradient_clipping": "training.max_grad_norm"}
+    # `accelerate config` writes gradient_accumulation_steps: 1 whatever xlpo accumulates: 1 means "not set".
+    unset = {"train_micro_batch_size_per_gpu": ("auto",), "gradient_accumulation_steps": ("auto", 1),
+             "train_batch_size": ("auto",), "gradient_clipping": ("auto",)}
+    # The plugin outlives one run (ICR trains several in one process): compare with what the user gave.
+    if not hasattr(plugin, "xlpo_given"):
+        plugin.xlpo_given = {key: ds.get(key, "auto") for key in wanted}
+    for key, value in wanted.items():
+        given = plugin.xlpo_given[key]
+        if given not in unset[key] and given != value:
+            raise UserError(f"DeepSpeed config: {key}={given} contradicts {xlpo_key[key]} ({value}); "
+                            f"set it to auto (xlpo fills it in)")
+        ds[key] = value
+
+
+@contextlib.contextmanager
+def loading_weights(acc: Accelerator) -> Iterator[None]:
+    """Load weights whole unless DeepSpeed's zero3_init asks for each process to load only its shard.
+
+    accelerate 1.15 hands its DeepSpeed config to transformers for every ZeRO-3 run, and transformers
+    then shards the weights while loading even with `zero3_init_flag: false`.
+    """
+    plugin = acc.state.deepspeed_plugin if is_deepspeed(acc) else None
+    if plugin is None or plugin.zero_stage != 3 or plugin.is_zero3_init_enabled():
+        yield
+        return
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        plugin.set_deepspeed_weakref()
+
+
+def backward_kwargs(acc: Accelerator) -> dict:
+    """The loop's loss is already divided by the global batch; DeepSpeed must not divide it by its accumulation."""
+    return {"scale_wrt_gas": False} if is_deepspeed(acc) else {}
+
+
+def precision_summary(acc: Accelerator, trainable: list[torch.nn.Parameter]) -> dict:
+    """What train_summary.json says about precision: the compute dtype and that of the trained weights."""
+    compute = "fp32" if acc.mixed_precision == "no" else acc.mixed_precision
+    # DeepSpeed keeps fp32 master weights behind the module's bf16/fp16 copies.
+    weights = torch.float32 if is_deepspeed(acc) or not trainable else trainable[0].dtype
+    return {"compute": compute, "trained_weights": str(weights).removeprefix("torch.")}
+
+
+def shards_weights(acc: Accelerator) -> bool:
+    """Whether each process holds only a shard of the weights once they are prepared (ZeRO-3, FSDP2)."""
+    return acc.is_fsdp2 or (is_deepspeed(acc) and acc.state.deepspeed_plugin.zero_stage == 3)
+
+
+def is_partitioned(model) -> bool:
+    """Whether DeepSpeed's zero3_init left each process only a shard of `model`'s weights as it loaded."""
+    return any(hasattr(p, "ds_id") for p in model.parameters())
+
+
+def place(model, device: torch.device) -> None:
+    """Move whole weights to `device`; weights that zero3_init partitioned are already where DeepSpeed put them."""
+    if not is_partitioned(model):
+        model.to(device)
+
+
+def prepare_frozen(acc: Accelerator, model):
+    """A frozen model (a reference) computing as the trained one does after `prepare`. Collective.
+
+    DeepSpeed: an engine without optimizer, in DeepSpeed's precision, sharded under ZeRO-3 (ZeRO-1/2
+    shard only what trains, so there it stays whole). FSDP2: sharded as the trained model is, in its
+    precision policy. DDP and one process: the autocast `prepare` gives the trained model's forward.
+    """
+    if is_deepspeed(acc):
+        return _deepspeed_inference(acc, model)
+    if acc.is_fsdp2:
+        return fsdp2_prepare_model(acc, model)
+    if acc.native_amp:
+        autocast = get_mixed_precision_context_manager(acc.native_amp, acc.autocast_handler)
+        model.forward = convert_outputs_to_fp32(autocast(model.forward))
+    return model
+
+
+def _deepspeed_inference(acc: Accelerator, model):
+    import deepspeed
+
+    config = copy.deepcopy(acc.state.deepspeed_plugin.deepspeed_config)  # filled in by the trained model's prepare
+    for training_only in ("optimizer", "scheduler"):
+        config.pop(training_only, None)
+    zero = config.setdefault("zero_optimization", {})
+    zero.pop("offload_optimizer", None)
+    if zero.get("stage", 0) != 3:
+        zero["stage"] = 0
+    engine, *_ = deepspeed.initialize(model=model, config=config)
+    engine.eval()
+    return engine
+
+
+@contextlib.contextmanager
+def whole_parameters(params: list[torch.nn.Parameter]) -> Iterator[None]:
+    """Make DeepSpeed ZeRO-3's partitioned `params` whole on every process for the block (collective)."""
+    partitioned = [p for p in params if hasattr(p, "ds_id")]
+    if not partitioned:
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(partitioned):
+        yield
+
+
+def gather_state_dict(acc: Accelerator, model, trainable_only: bool) -> dict[str, torch.Tensor]:
+    """The model's whole state dict (only its trained tensors if asked), on CPU in the main process and
+    empty elsewhere. Every process must call it: under ZeRO-3 and FSDP2 each holds a shard of the weights."""
+    if acc.is_fsdp2:
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=trainable_only)
+        return get_model_state_dict(model, options=options)
+    module = acc.unwrap_model(model)
+    if not is_deepspeed(acc):
+        if not acc.is_main_process:
+            return {}
+        keep = {n for n, p in module.named_parameters() if p.requires_grad} if trainable_only else None
+        return {k: v.detach().cpu().clone() for k, v in module.state_dict().items() if keep is None or k in keep}
+    return _deepspeed_state_dict(acc, module, trainable_only)
+
+
+def _deepspeed_state_dict(acc: Accelerator, module, trainable_only: bool) -> dict[str, torch.Tensor]:
+    # Trained tensors come from DeepSpeed's fp32 master copy (the module may hold bf16 copies of them).
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    state = {}
+    for name, param in module.named_parameters():
+        if trainable_only and not param.requires_grad:
+            continue
+        master = safe_get_full_fp32_param(param) if param.requires_grad else None
+        if master is None:
+            with whole_parameters([param]):
+                master = param.detach()
+        if acc.is_main_process:
+            state[name] = master.cpu().clone()
+    if not trainable_only and acc.is_main_process:  # buffers are never partitioned
+        buffers = {name for name, _ in module.named_buffers()}
+        state.update({k: v.detach().cpu().clone() for k, v in module.state_dict().items() if k in buffers})
+    return state
+
+
+def check_shared_directory(acc: Accelerator, path: Path, setting: str) -> None:
+    """Stop with a clear error unless every process sees the same `path` (a shared filesystem on many nodes).
+
+    The main process writes a file with a fresh name into `path`; each process looks for it. Collective.
+    """
+    if acc.num_processes == 1:
+        return
+    name = [f".xlpo-shared-{secrets.token_hex(8)}" if acc.is_main_process else None]
+    broadcast_object_list(name)
+    marker = Path(path) / name[0]
+    if acc.is_main_process:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    acc.wait_for_everyone()
+    missing = acc.reduce(torch.tensor(0 if marker.exists() else 1, device=acc.device), reduction="sum")
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        marker.unlink()
+    if int(missing):
+        raise UserError(f"{setting} ({path}) must be one directory shared by all {acc.num_processes} processes "
+                        f"(a shared filesystem across nodes); {int(missing)} of them do not see what the first writes there")
+
+
+def all_processes(acc: Accelerator, flag: bool) -> bool:
+    """True only if `flag` is true in every process (collective): for choices every process must make alike."""
+    if acc.num_processes == 1:
+        return flag
+    return int(acc.reduce(torch.tensor(int(flag), device=acc.device), reduction="sum")) == acc.num_processes
