@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
+from xlpo.cli import main
+from xlpo.data.mtpe.build import build_mtpe
+from xlpo.data.mtpe.common import DIRECTIONS
 from xlpo.errors import UserError
 from xlpo.eval.rewards import ScoringRequest, score_run
 from xlpo.experiments.capo_mtpe import run_experiment
-from xlpo.experiments.capo_mtpe_config import load_experiment
+from xlpo.experiments.capo_mtpe_config import RunPlan, load_experiment, run_train_config
+from xlpo.experiments.lr_search import choose_lr, validation_entry
 from xlpo.train.config import load_config
 from xlpo.train.trainer import train
 
@@ -62,6 +69,59 @@ def test_experiment_config_validates_every_method_up_front(tmp_path):
     assert names == ["dpo", "simpo", "dpo_nll", "capo", "capo_inverse", "capo_alpha1", "capo_alpha4"]
 
 
+def test_experiment_config_seeds_learning_rates_and_split_sizes():
+    cfg = load_experiment(None, [])
+    assert cfg.seed_list() == [42] and cfg.default_lr() == 5e-4 and not cfg.lr_search.grid
+    assert load_experiment(None, ["train.training.seed=3"]).seed_list() == [3]
+    cfg = load_experiment(None, ["seeds=[7, 1]", "lr_search.grid=[1e-4, 1e-3]",
+                                 "data.per_split={train: 30, validation: 5, evaluation: 20}"])
+    assert cfg.seed_list() == [7, 1] and cfg.data.sizes() == {"train": 30, "validation": 5, "evaluation": 20}
+    for bad, match in ((["seeds=[1, 1]"], "seeds: .*distinct"), (["lr_search.grid=[1e-4, 0]"], "lr_search.grid"),
+                       (["lr_search.grid=[1e-4]", "eval.split=validation"], "chosen on the validation split"),
+                       (["data.per_split={train: 30}"], "data.per_split"),
+                       (["lr_search.definition=implicit"], "lr_search.definition")):
+        with pytest.raises(UserError, match=match):
+            load_experiment(None, bad)
+
+
+def test_each_run_trains_with_its_own_seed_learning_rate_and_directory(tmp_path):
+    cfg = load_experiment(None, ["seeds=[7, 1]"])
+    capo = cfg.all_methods()[3]
+    plain, searched = RunPlan(capo, 1, 2e-4, lr_in_name=False), RunPlan(capo, 1, 2e-4, lr_in_name=True)
+    assert (plain.name, plain.dir_name) == ("capo-s1", "capo-s1")
+    assert (searched.name, searched.dir_name) == ("capo-s1", "capo-s1-lr0.0002")
+    train_cfg = run_train_config(cfg, searched, tmp_path)
+    assert train_cfg.training.seed == 1 and train_cfg.training.learning_rate == 2e-4
+    assert train_cfg.training.output_dir == str(tmp_path / "train" / "capo-s1-lr0.0002")
+    assert train_cfg.loss.name == "capo" and train_cfg.data.train == str(tmp_path / "data" / "train.jsonl")
+
+
+def _entry(lr, sums, means):
+    accuracy = {lang: {"sum": {"acc": s, "n": 4}, "mean": {"acc": m, "n": 4}} for lang, s, m in zip("abc", sums, means)}
+    return validation_entry(lr, f"run-{lr}", {**accuracy, "all": {"sum": {"acc": 0.99, "n": 12},
+                                                                  "mean": {"acc": 0.99, "n": 12}}})
+
+
+def test_validation_entry_is_the_macro_average_over_languages():
+    e = _entry(1e-3, [0.5, 0.25, 1.0], [0.75, 0.5, 0.0])
+    assert e["macro"]["sum"] == pytest.approx((0.5 + 0.25 + 1.0) / 3)  # "all" (0.99) is not a language
+    assert e["macro"]["mean"] == pytest.approx((0.75 + 0.5 + 0.0) / 3)
+    assert e["languages"]["b"] == {"sum": 0.25, "mean": 0.5, "n": 4} and "all" not in e["languages"]
+
+
+def test_choose_lr_takes_the_best_macro_accuracy_then_the_other_definition_then_the_smaller_lr():
+    entries = [_entry(1e-4, [0.5, 0.5, 0.5], [0.9, 0.9, 0.9]), _entry(1e-3, [0.75, 0.5, 0.5], [0.1, 0.1, 0.1]),
+               _entry(1e-2, [0.5, 0.5, 0.5], [0.5, 0.5, 0.5])]
+    assert choose_lr(entries, "sum") == 1e-3
+    assert choose_lr(entries, "mean") == 1e-4
+    # Same summed macro (reached in another order: the float sums differ in the last bit): per-token decides.
+    tied = [_entry(1e-3, [0.1, 0.2, 0.3], [0.5, 0.5, 0.5]), _entry(1e-2, [0.3, 0.2, 0.1], [0.6, 0.5, 0.5])]
+    assert choose_lr(tied, "sum") == 1e-2
+    # Tied on both: the smaller learning rate, wherever it sits in the grid.
+    same = [_entry(lr, [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]) for lr in (1e-2, 1e-4, 1e-3)]
+    assert choose_lr(same, "sum") == 1e-4 and choose_lr(same, "mean") == 1e-4
+
+
 def test_experiment_end_to_end_on_real_mtpe_data(tmp_path, tiny_model_dir, shared_data, monkeypatch):
     monkeypatch.setenv("XLPO_SHARED_DATA", str(shared_data))
     overrides = [f"out_dir={tmp_path / 'study'}", "data.per_split=1", f"train.model.name_or_path={tiny_model_dir}",
@@ -73,12 +133,69 @@ def test_experiment_end_to_end_on_real_mtpe_data(tmp_path, tiny_model_dir, share
         assert (report / name).is_file()
     results = json.loads((report / "results.json").read_text())
     assert results["experiment"]["config"]["data"]["per_split"] == 1
+    assert results["experiment"]["seeds"] == [42] and results["experiment"]["lr_search"] is None
     scored = sorted(p.name for p in (tmp_path / "study" / "scores").iterdir())
-    assert scored == ["base", "capo", "capo_alpha4", "capo_inverse", "dpo", "dpo_nll", "simpo"]
+    assert scored == ["base", *(f"{m}-s42" for m in ("capo", "capo_alpha4", "capo_inverse", "dpo", "dpo_nll",
+                                                      "simpo"))]
+    assert (tmp_path / "study" / "train" / "capo_alpha4-s42" / "adapter").is_dir()
+    # One seed per method: no interval of the headline covers seeds.
+    macro = results["headline"]["definitions"]["sum"][-1]
+    assert macro["lang"] == "macro" and macro["target_minus_baseline"]["covers_seeds"] is False
+    assert "once per training seed (42)" in (report / "report.md").read_text()
     # A second run reuses every stage.
     logs: list[str] = []
     run_experiment(load_experiment(None, overrides), log=logs.append)
     assert sum("reusing" in m for m in logs) == 1 + 6 and sum("up to date" in m for m in logs) == 7
+
+
+def test_experiment_with_seeds_and_a_learning_rate_chosen_on_validation(tmp_path, tiny_model_dir, shared_data,
+                                                                         monkeypatch):
+    monkeypatch.setenv("XLPO_SHARED_DATA", str(shared_data))
+    out = tmp_path / "study"
+    overrides = [f"out_dir={out}", "data.per_split=2", "data.directions=[en-de, en-zh]",
+                 f"train.model.name_or_path={tiny_model_dir}", "train.training.max_steps=2",
+                 f"train.reference.cache_dir={tmp_path / 'ref'}", "train.training.progress=false",
+                 "methods=[{name: dpo, loss: {name: dpo}}, {name: capo, loss: {name: capo}}]", "capo_inverse=false",
+                 "seeds=[5, 6]", "lr_search.grid=[1e-4, 3e-2]"]
+    report = run_experiment(load_experiment(None, overrides), log=lambda m: None)
+    exp = json.loads((report / "results.json").read_text())["experiment"]
+    for method in ("dpo", "capo"):
+        search = exp["lr_search"][method]
+        assert [e["lr"] for e in search["entries"]] == [1e-4, 3e-2] and search["seed"] == 5
+        assert search["chosen"] == choose_lr(search["entries"], "sum") == exp["learning_rates"][method]
+        for e in search["entries"]:  # each lr scored on the validation split from its own training run
+            scoring = json.loads((out / "validation" / e["run"] / "scoring.json").read_text())
+            assert scoring["data"].endswith("validation.jsonl") and scoring["train_dir"].endswith(e["run"])
+            accuracy = json.loads((out / "validation" / e["run"] / "accuracy.json").read_text())
+            assert e["macro"]["sum"] == pytest.approx((accuracy["de"]["sum"]["acc"] + accuracy["zh"]["sum"]["acc"]) / 2)
+        lr = f"{search['chosen']:g}"
+        for seed in (5, 6):  # the first seed's run is the lr search's run at the chosen lr, reused
+            scoring = json.loads((out / "scores" / f"{method}-s{seed}" / "scoring.json").read_text())
+            assert (scoring["group"], scoring["seed"], scoring["name"]) == (method, seed, f"{method}-s{seed}")
+            assert scoring["data"].endswith("evaluation.jsonl")
+            assert scoring["adapter"] == str(out / "train" / f"{method}-s{seed}-lr{lr}" / "adapter")
+            train_cfg = yaml.safe_load((out / "train" / f"{method}-s{seed}-lr{lr}" / "config.yaml").read_text())
+            assert train_cfg["training"]["seed"] == seed and train_cfg["training"]["learning_rate"] == search["chosen"]
+        other = 1e-4 if search["chosen"] == 3e-2 else 3e-2
+        assert not (out / "train" / f"{method}-s6-lr{other:g}").exists()
+    results = json.loads((report / "results.json").read_text())
+    groups = {g["label"]: g for g in results["groups"]}
+    assert groups["dpo"]["seeds"] == [5, 6] and groups["capo"]["replicated"] and not groups["base"]["trained"]
+    assert exp["base_validation"]["sum"] == pytest.approx(
+        sum(v["sum"]["acc"] for k, v in json.loads((out / "validation" / "base" / "accuracy.json").read_text()).items()
+            if k != "all") / 2)
+    text = (report / "report.md").read_text()
+    assert text.index("## Headline") < text.index("Learning rates were chosen on the validation split")
+    assert "Validation accuracy of each learning rate tried" in text
+    # Interrupted after the lr search: a rerun trains only what is missing and chooses the same rates.
+    shutil.rmtree(out / "train" / f"dpo-s6-lr{exp['learning_rates']['dpo']:g}")
+    shutil.rmtree(out / "scores" / "dpo-s6")
+    logs: list[str] = []
+    run_experiment(load_experiment(None, overrides), log=logs.append)
+    assert [m for m in logs if m.startswith("train ") and "reusing" not in m] == [
+        next(m for m in logs if m.startswith("train dpo-s6"))]
+    again = json.loads((report / "results.json").read_text())["experiment"]
+    assert again["learning_rates"] == exp["learning_rates"]
 
 
 def test_reference_scores_are_reused_from_the_base_run(tmp_path, tiny_model_dir, monkeypatch):
@@ -99,3 +216,32 @@ def test_reference_scores_are_reused_from_the_base_run(tmp_path, tiny_model_dir,
     for a, b in zip(_rows(reused / "scores.jsonl"), _rows(fresh / "scores.jsonl")):
         assert a["ref_logp_chosen"] == pytest.approx(b["ref_logp_chosen"], abs=1e-4)
         assert a["ref_logp_rejected"] == pytest.approx(b["ref_logp_rejected"], abs=1e-4)
+
+
+def test_the_shipped_study_and_demo_configs_stay_valid(shared_data, monkeypatch, capsys):
+    """A dry run of capo-mtpe-study-cpu (the committed study, docs/study.md) and of the demo, so neither rots."""
+    monkeypatch.setenv("XLPO_SHARED_DATA", str(shared_data))
+    study = load_experiment("capo-mtpe-study-cpu")
+    assert [m.name for m in study.all_methods()] == ["dpo", "simpo", "dpo_nll", "capo", "capo_inverse",
+                                                      "capo_alpha1", "capo_alpha4"]
+    assert len(study.seed_list()) >= 3 and len(study.lr_search.grid) >= 2 and study.eval.split == "evaluation"
+    assert study.data.directions is None  # every direction the data allows
+    for method in study.all_methods():  # every run the study trains has a valid training config
+        for seed in study.seed_list():
+            for lr in study.lr_search.grid:
+                run_train_config(study, RunPlan(method, seed, lr, lr_in_name=True), Path(study.out_dir))
+    build = build_mtpe(None, per_split=study.data.sizes(), seed=study.data.seed)
+    counts = build.manifest["counts"]
+    assert set(counts["evaluation"]) == set(DIRECTIONS)
+    assert all(n > 0 for split in counts.values() for n in split.values())
+    assert {d: counts["evaluation"][d] for d in ("en-de", "en-zh")} == {"en-de": 100, "en-zh": 100}
+
+    demo = load_experiment("capo-mtpe-cpu")
+    names = [m.name for m in demo.all_methods()]
+    assert {"dpo", "capo"} <= set(names) and len(demo.seed_list()) >= 2
+    assert (demo.analysis.baseline, demo.analysis.target) == ("dpo", "capo")
+    for name in ("capo-mtpe-study-cpu", "capo-mtpe-cpu"):
+        monkeypatch.setattr(sys, "argv", ["xlpo", "experiment", "capo-mtpe", name, "--dry-run"])
+        with pytest.raises(SystemExit) as info:
+            main()
+        assert info.value.code == 0 and "lr_search:" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""The capo-mtpe experiment's configuration (`xlpo experiment capo-mtpe`): its schema and each method's training config.
+"""The capo-mtpe experiment's configuration (`xlpo experiment capo-mtpe`): its schema and each run's training config.
 
 Kept apart from the stages (capo_mtpe.py) so that reading a config, and its errors, need no torch.
 """
@@ -6,23 +6,39 @@ Kept apart from the stages (capo_mtpe.py) so that reading a config, and its erro
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from xlpo.config import Nested, Section, load_raw, validate
+from xlpo.data.mtpe.common import SPLITS, split_sizes
 from xlpo.errors import UserError
-from xlpo.train.config import TrainConfig, config_from_dict
+from xlpo.train.config import TrainConfig, TrainingSection, config_from_dict
 
 
 class DataPlan(Section):
-    per_split: int = Field(10, gt=0, description="MTPE pairs per direction and split.")
+    per_split: int | dict[Literal["train", "validation", "evaluation"], int] = Field(
+        10, description="MTPE pairs per direction and split: one number, or {train: N, validation: N, evaluation: N}.")
     directions: list[str] | None = Field(None, description="Directions to use (default: all eight).")
     seed: int = Field(42, description="Seed of the split assignment.")
     divemt: str | None = Field(None, description="DivEMT folder or 'hub' (default: staged data).")
     mlqe_pe: str | None = Field(None, description="MLQE-PE folder or 'hub' (default: staged data).")
     keep_identical: bool = Field(False, description="Keep pairs whose MT equals the post-edit.")
+
+    @field_validator("per_split")
+    @classmethod
+    def _sizes(cls, value: int | dict) -> int | dict:
+        if isinstance(value, int) and value <= 0:
+            raise ValueError("expected a number of pairs > 0")
+        if isinstance(value, dict) and (set(value) != set(SPLITS) or any(n <= 0 for n in value.values())):
+            raise ValueError(f"expected a number > 0 for each of {', '.join(SPLITS)}")
+        return value
+
+    def sizes(self) -> dict[str, int]:
+        """Pairs per direction for each split."""
+        return split_sizes(self.per_split)
 
 
 class Method(Section):
@@ -31,13 +47,25 @@ class Method(Section):
 
 
 class EvalPlan(Section):
-    split: str = Field("evaluation", description="Which MTPE split to score (validation or evaluation).")
+    split: Literal["validation", "evaluation"] = Field("evaluation", description="Which MTPE split to score.")
     batch_size: int = Field(8, gt=0, description="Pairs per scoring forward pass.")
 
 
 class AnalysisPlan(Section):
     baseline: str = Field("dpo", description="Method the target is compared against.")
     target: str = Field("capo", description="Method whose shift over the baseline is analysed.")
+
+
+class LrSearch(Section):
+    grid: list[float] = Field(default_factory=list, description="Learning rates tried for every method with the first seed, each scored on the validation split; the best is used for every seed (empty: no search, train.training.learning_rate).")
+    definition: Literal["sum", "mean"] = Field("sum", description="The macro validation accuracy that picks the lr: sum (summed log-probs, the paper's Appendix B) or mean (per-token); ties go to the other, then to the smaller lr.")
+
+    @field_validator("grid")
+    @classmethod
+    def _grid(cls, grid: list[float]) -> list[float]:
+        if any(lr <= 0 for lr in grid) or len(set(grid)) != len(grid):
+            raise ValueError(f"expected distinct learning rates > 0, got {grid}")
+        return grid
 
 
 def _default_methods() -> list[Method]:
@@ -63,8 +91,32 @@ class ExperimentConfig(Section):
     methods: list[Method] = Field(default_factory=_default_methods)
     capo_inverse: bool = Field(True, description="Also train CAPO with the inverse RRM orientation (b/a).")
     alpha_sweep: list[float] = Field(default_factory=list, description="Extra CAPO runs with these alphas.")
+    seeds: list[int] = Field(default_factory=list, description="Training seeds: every method is trained once per seed (run <method>-s<seed>, group <method>); empty: train.training.seed alone.")
+    lr_search: LrSearch = Field(default_factory=LrSearch)
     eval: EvalPlan = Field(default_factory=EvalPlan)
     analysis: AnalysisPlan = Field(default_factory=AnalysisPlan)
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"expected distinct seeds, got {seeds}")
+        return seeds
+
+    @model_validator(mode="after")
+    def _selection_apart_from_evaluation(self) -> ExperimentConfig:
+        if self.lr_search.grid and self.eval.split == "validation":
+            raise ValueError("lr_search.grid: the learning rate is chosen on the validation split, so eval.split "
+                             "must be evaluation")
+        return self
+
+    def seed_list(self) -> list[int]:
+        """The training seeds, in order; the first one also runs the learning-rate search."""
+        return list(self.seeds) or [self.train.get("training", {}).get("seed", TrainingSection.model_fields["seed"].default)]
+
+    def default_lr(self) -> float:
+        return float(self.train.get("training", {}).get("learning_rate",
+                                                         TrainingSection.model_fields["learning_rate"].default))
 
     def all_methods(self) -> list[Method]:
         methods = list(self.methods)
@@ -81,18 +133,45 @@ class ExperimentConfig(Section):
         return methods
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """One training run: a method at one seed and learning rate."""
+
+    method: Method
+    seed: int
+    lr: float
+    lr_in_name: bool  # with an lr search the directory names the lr, so a new choice never meets an old run
+
+    @property
+    def name(self) -> str:
+        """The scored run's name: `<method>-s<seed>` (its group is the method's name)."""
+        return f"{self.method.name}-s{self.seed}"
+
+    @property
+    def dir_name(self) -> str:
+        return f"{self.name}-lr{self.lr:g}" if self.lr_in_name else self.name
+
+
+def first_runs(config: ExperimentConfig) -> list[RunPlan]:
+    """Each method's first run (first seed, first lr of the grid): enough to validate every training config."""
+    lr = config.lr_search.grid[0] if config.lr_search.grid else config.default_lr()
+    return [RunPlan(m, config.seed_list()[0], lr, bool(config.lr_search.grid)) for m in config.all_methods()]
+
+
 def load_experiment(path: str | Path | None, overrides: list[str] = ()) -> ExperimentConfig:
     """Read YAML (a path or a shipped config's name; none: defaults), apply overrides, validate."""
     config = validate(ExperimentConfig, load_raw(ExperimentConfig, path, overrides,
                                                  "sections (out_dir, data, train, methods, ...)"))
-    for method in config.all_methods():  # fail now, not after an hour of training
-        method_train_config(config, method, Path(config.out_dir))
+    for run in first_runs(config):  # fail now, not after an hour of training
+        run_train_config(config, run, Path(config.out_dir))
     return config
 
 
-def method_train_config(config: ExperimentConfig, method: Method, out: Path):
+def run_train_config(config: ExperimentConfig, run: RunPlan, out: Path) -> TrainConfig:
+    """The training config of one run: the shared `train` section with the run's loss, seed, lr and directory."""
     raw = copy.deepcopy(config.train)
-    raw["loss"] = dict(method.loss)
+    raw["loss"] = dict(run.method.loss)
     raw.setdefault("data", {})["train"] = str(out / "data" / "train.jsonl")
-    raw.setdefault("training", {})["output_dir"] = str(out / "train" / method.name)
-    return config_from_dict(raw, prefix=f"train (method {method.name}): ")
+    training = raw.setdefault("training", {})
+    training.update(output_dir=str(out / "train" / run.dir_name), seed=run.seed, learning_rate=run.lr)
+    return config_from_dict(raw, prefix=f"train (method {run.method.name}): ")
