@@ -52,3 +52,19 @@ def make_tiny_model_dir(path: Path, tokenizer, seed: int = 0, layers: int = 2, h
 def tiny_model_dir(tmp_path_factory, tokenizer) -> Path:
     return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-llama"), tokenizer)
 
+
+def make_random_adapter(model_dir: Path, out: Path, seed: int) -> Path:
+    """A LoRA adapter (r 4) with random, non-zero B on `model_dir`: base + adapter is another model than the base."""
+    import torch
+
+    from xlpo.models import apply_lora, load_model
+
+    torch.manual_seed(seed)
+    model = apply_lora(load_model(str(model_dir), "float32"), r=4, alpha=8, dropout=0.0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.3)
+    model.save_pretrained(out)
+    return out
+

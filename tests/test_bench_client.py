@@ -204,7 +204,10 @@ def test_replies_come_back_in_request_order(scripted):
 
 def test_rate_limit_spaces_requests(scripted):
     server = scripted()
+    began = time.monotonic()
     EndpointBackend(settings(server.url, max_concurrency=4, requests_per_minute=600)).complete_many(
         [ask(str(i)) for i in range(4)])
-    gaps = [b - a for a, b in zip(sorted(server.times), sorted(server.times)[1:])]
-    assert min(gaps) >= 0.09  # 600/min = one every 0.1 s (timer slack allowed)
+    # 600/min: the k-th request may not start before k x 0.1 s. (Gaps between neighbours can be shorter
+    # on a loaded machine: a thread woken late narrows the gap to the next one, which keeps its slot.)
+    for k, arrived in enumerate(sorted(server.times)):
+        assert arrived - began >= 0.1 * k - 0.005

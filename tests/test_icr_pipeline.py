@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
+import weakref
 from pathlib import Path
 
 import pytest
-import torch
+import yaml
+from conftest import make_random_adapter
+
+import xlpo.icr.policies as policies
+import xlpo.icr.response_logps as scoring_mod
+import xlpo.icr.sample as sample_mod
+import xlpo.models
 
 from xlpo.errors import UserError
 from xlpo.icr.config import load_icr_config
@@ -15,7 +27,7 @@ from xlpo.icr.pipeline import recompute_stats, run_icr
 from xlpo.icr.rundir import IterationDir
 from xlpo.icr.prompts import crosslingual_instruction, load_parallel_prompts
 from xlpo.icr.response_logps import ResponseEncoder, shared_prompt_logprobs
-from xlpo.models import apply_lora, load_model, load_policy, load_tokenizer
+from xlpo.models import load_policy, load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,15 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def policy_adapter(tiny_model_dir, tmp_path_factory) -> Path:
     """A random LoRA adapter on the tiny model: the 'English-aligned' policy, so that policy != reference."""
-    torch.manual_seed(1)
-    model = apply_lora(load_model(str(tiny_model_dir), "float32"), r=4, alpha=8, dropout=0.0)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.3)
-    out = tmp_path_factory.mktemp("adapter") / "adapter"
-    model.save_pretrained(out)
-    return out
+    return make_random_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapter") / "adapter", seed=1)
 
 
 def _config(run_dir, tiny_model_dir, adapter, shared_data, *extra):
@@ -110,8 +114,6 @@ def test_one_iteration_writes_every_artifact(finished):
 
 def test_rerunning_a_finished_run_does_nothing(finished, monkeypatch):
     config, result, _ = finished
-    import xlpo.models
-
     def refuse(*args, **kwargs):
         raise AssertionError("a finished run must not load a model")
 
@@ -162,9 +164,6 @@ def _count_calls(monkeypatch, module, name, fail_at=None):
 
 def test_killed_mid_stage_resumes_without_redoing_work(tmp_path, tiny_model_dir, policy_adapter, shared_data,
                                                        monkeypatch):
-    import xlpo.icr.sample as sample_mod
-    import xlpo.icr.response_logps as scoring_mod
-
     config = _config(tmp_path / "run", tiny_model_dir, policy_adapter, shared_data)
     it = IterationDir(config_run := Path(config.run_dir), 1)
     # 1) killed during sampling, at the third of four chunks (one prompt each).
@@ -263,16 +262,6 @@ def test_reward_reference_previous_scores_iteration_2_against_pi_0(finished, tmp
 
 def test_sigkill_mid_sampling_then_resume(tmp_path, tiny_model_dir, policy_adapter, shared_data, monkeypatch):
     """A real kill (SIGKILL, no cleanup) as soon as the first sampled part is on disk."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    import yaml
-
-    import xlpo.icr.sample as sample_mod
-
     config = _config(tmp_path / "run", tiny_model_dir, policy_adapter, shared_data, "prompts.limit=4",
                      "sampling.max_new_tokens=24")
     path = tmp_path / "icr.yaml"
@@ -412,10 +401,6 @@ def test_bad_inputs_are_refused_before_the_run_directory_is_written(tmp_path, ti
 
 def test_vllm_starts_after_the_hf_models_are_gone(tmp_path, tiny_model_dir, policy_adapter, shared_data, monkeypatch):
     """vLLM claims a share of the GPU's free memory when it starts: no HF model of ours may hold any."""
-    import weakref
-
-    import xlpo.icr.policies as policies
-
     config = _config(tmp_path / "run", tiny_model_dir, policy_adapter, shared_data)
     models = policies.Models(config, policies.PolicySpec(str(tiny_model_dir), str(policy_adapter)),
                              policies.PolicySpec(str(tiny_model_dir)))

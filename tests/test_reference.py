@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_tiny_model_dir
+from conftest import make_random_adapter, make_tiny_model_dir
 from safetensors.torch import load_file, save_file
 
 from xlpo.data.records import load_preferences
 from xlpo.data.tokenize import PairTokenizer
 from xlpo.eval.pair_logps import score_pairs
-from xlpo.models import apply_lora, load_adapter, load_model
+from xlpo.models import load_adapter, load_model
 from xlpo.train.config import load_config
 from xlpo.train.trainer import Trainer, train
 
@@ -36,15 +36,7 @@ def _first_metrics(run_dir):
 @pytest.fixture(scope="module")
 def random_adapter(tiny_model_dir, tmp_path_factory) -> Path:
     """A LoRA adapter with non-zero B: base + adapter is a different model from the base."""
-    torch.manual_seed(3)
-    model = apply_lora(load_model(str(tiny_model_dir), "float32"), r=4, alpha=8, dropout=0.0)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.3)
-    out = tmp_path_factory.mktemp("adapter") / "adapter"
-    model.save_pretrained(out)
-    return out
+    return make_random_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapter") / "adapter", seed=3)
 
 
 def _pair_logps(model_dir, tokenizer, adapter=None) -> torch.Tensor:

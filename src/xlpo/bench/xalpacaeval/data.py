@@ -46,6 +46,17 @@ def _as_id(value, where: str) -> int:
     return int(value)
 
 
+def _json_array(path: Path, of_what: str) -> list:
+    """The JSON array in `path` (UTF-8, a BOM allowed), or a one-line error naming the file."""
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: not a UTF-8 JSON file ({exc})") from None
+    if not isinstance(rows, list):
+        raise UserError(f"{path}: expected a JSON array of {of_what}")
+    return rows
+
+
 def load_instructions(data_dir: str | Path, languages: list[str], limit: int | None = None) -> list[Instruction]:
     """The instructions of each language in file order (the first `limit` per language)."""
     folder = _data_folder(Path(data_dir))
@@ -57,12 +68,7 @@ def load_instructions(data_dir: str | Path, languages: list[str], limit: int | N
         if not path.is_file():
             have = ", ".join(sorted(p.stem for p in folder.glob("*.json"))) or "none"
             raise UserError(f"{path}: no such file; languages available in {folder}: {have}")
-        try:
-            rows = json.loads(path.read_text(encoding="utf-8-sig"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UserError(f"{path}: not a UTF-8 JSON file ({exc})") from None
-        if not isinstance(rows, list):
-            raise UserError(f"{path}: expected a JSON array of {{id, dataset, instruction}} objects")
+        rows = _json_array(path, "{id, dataset, instruction} objects")
         seen: set[int] = set()
         for i, row in enumerate(rows[:limit] if limit else rows):
             where = f"{path}: item {i}"
@@ -116,12 +122,7 @@ def read_answers(source: str | Path, instructions: list[Instruction]) -> dict[st
 def _file_rows(path: Path) -> list[tuple[str, object]]:
     if path.suffix == ".jsonl":
         return list(iter_jsonl(path))
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: not a UTF-8 JSON file ({exc})") from None
-    if not isinstance(rows, list):
-        raise UserError(f"{path}: expected a JSON array of answers")
+    rows = _json_array(path, "answers")
     return [(f"{path}: item {i}", row) for i, row in enumerate(rows)]
 
 
