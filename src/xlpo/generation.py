@@ -8,7 +8,6 @@ asked for), so switching backend changes speed, not what is sampled from.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, Union
@@ -17,6 +16,7 @@ import torch
 
 from xlpo.data.tokenize import leading_bos, prompt_ids
 from xlpo.errors import UserError
+from xlpo.fileio import read_json
 from xlpo.models import load_adapter, load_model, load_tokenizer, resolve_model_path
 
 Prompt = Union[str, list[dict[str, str]]]
@@ -106,7 +106,7 @@ def adapter_rank(adapter: str) -> int:
     path = Path(adapter, "adapter_config.json")
     if not path.is_file():
         raise UserError(f"adapter '{adapter}': no adapter_config.json there")
-    config = json.loads(path.read_text(encoding="utf-8"))
+    config = read_json(path)
     return max([int(config.get("r", 8)), *(int(r) for r in (config.get("rank_pattern") or {}).values())])
 
 
