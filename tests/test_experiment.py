@@ -84,6 +84,21 @@ def test_experiment_config_seeds_learning_rates_and_split_sizes():
             load_experiment(None, bad)
 
 
+def test_capo_ablations_share_capos_learning_rate_unless_asked_to_search(monkeypatch):
+    lr_of = {m.name: m.lr_of for m in load_experiment(None, ["alpha_sweep=[4.0]"]).all_methods()}
+    assert lr_of == {"dpo": None, "simpo": None, "dpo_nll": None, "capo": None, "capo_inverse": "capo",
+                     "capo_alpha4": "capo"}
+    searching = load_experiment(None, ["alpha_sweep=[4.0]", "lr_search.ablations=search"]).all_methods()
+    assert all(m.lr_of is None for m in searching)
+    shared = load_experiment(None, ["methods=[{name: dpo, loss: {name: dpo}}, {name: nll, loss: {name: dpo_nll}, "
+                                    "lr_of: dpo}]"]).all_methods()
+    assert [m.lr_of for m in shared] == [None, "dpo"]
+    for target in ("nowhere", "nll"):  # unknown, or a method that borrows its own rate
+        with pytest.raises(UserError, match=f"nll: lr_of '{target}' is not a method that searches its own rate"):
+            load_experiment(None, ["methods=[{name: dpo, loss: {name: dpo}}, "
+                                   f"{{name: nll, loss: {{name: dpo_nll}}, lr_of: {target}}}]"])
+
+
 def test_each_run_trains_with_its_own_seed_learning_rate_and_directory(tmp_path):
     cfg = load_experiment(None, ["seeds=[7, 1]"])
     capo = cfg.all_methods()[3]
@@ -155,10 +170,17 @@ def test_experiment_with_seeds_and_a_learning_rate_chosen_on_validation(tmp_path
     overrides = [f"out_dir={out}", "data.per_split=2", "data.directions=[en-de, en-zh]",
                  f"train.model.name_or_path={tiny_model_dir}", "train.training.max_steps=2",
                  f"train.reference.cache_dir={tmp_path / 'ref'}", "train.training.progress=false",
-                 "methods=[{name: dpo, loss: {name: dpo}}, {name: capo, loss: {name: capo}}]", "capo_inverse=false",
+                 "methods=[{name: dpo, loss: {name: dpo}}, {name: capo, loss: {name: capo}}]", "capo_inverse=true",
                  "seeds=[5, 6]", "lr_search.grid=[1e-4, 3e-2]"]
     report = run_experiment(load_experiment(None, overrides), log=lambda m: None)
     exp = json.loads((report / "results.json").read_text())["experiment"]
+    # The inverse-RRM ablation is not searched: it trains each seed at CAPO's chosen rate.
+    assert set(exp["lr_search"]) == {"dpo", "capo"} and exp["lr_shared"] == {"capo_inverse": "capo"}
+    assert exp["learning_rates"]["capo_inverse"] == exp["learning_rates"]["capo"]
+    assert not list((out / "validation").glob("capo_inverse*"))
+    assert sorted(p.name for p in (out / "train").glob("capo_inverse*")) == [
+        f"capo_inverse-s{seed}-lr{exp['learning_rates']['capo']:g}" for seed in (5, 6)]
+    assert "capo_inverse used capo's rate" in (report / "report.md").read_text()
     for method in ("dpo", "capo"):
         search = exp["lr_search"][method]
         assert [e["lr"] for e in search["entries"]] == [1e-4, 3e-2] and search["seed"] == 5
@@ -224,7 +246,7 @@ def test_the_shipped_study_and_demo_configs_stay_valid(shared_data, monkeypatch,
     study = load_experiment("capo-mtpe-study-cpu")
     assert [m.name for m in study.all_methods()] == ["dpo", "simpo", "dpo_nll", "capo", "capo_inverse",
                                                       "capo_alpha1", "capo_alpha4"]
-    assert len(study.seed_list()) >= 3 and len(study.lr_search.grid) >= 2 and study.eval.split == "evaluation"
+    assert len(study.seed_list()) >= 2 and len(study.lr_search.grid) >= 2 and study.eval.split == "evaluation"
     assert study.data.directions is None  # every direction the data allows
     for method in study.all_methods():  # every run the study trains has a valid training config
         for seed in study.seed_list():

@@ -114,12 +114,14 @@ def run_experiment(config: ExperimentConfig, log=print) -> Path:
     search: dict[str, dict] = {}
     base_validation = None
     if grid:
-        log(f"lr search: {len(methods)} methods x {len(grid)} learning rates (seed {seeds[0]}), validation split")
+        searched = [m for m in methods if m.lr_of is None]
+        log(f"lr search: {len(searched)} methods x {len(grid)} learning rates (seed {seeds[0]}), validation split"
+            + "".join(f"; {m.name} uses {m.lr_of}'s rate" for m in methods if m.lr_of))
         validation = Scorer(scoring_settings(config, data_dir / "validation.jsonl"), out / "validation", log)
         accuracy = read_json(validation.base() / "accuracy.json")
         base_validation = {d: macro(accuracy, d) for d in DEFINITIONS}
-        search = {m.name: _lr_stage(config, m, seeds[0], validation, out, log) for m in methods}
-    lrs = {m.name: search[m.name]["chosen"] if grid else config.default_lr() for m in methods}
+        search = {m.name: _lr_stage(config, m, seeds[0], validation, out, log) for m in searched}
+    lrs = {m.name: search[m.lr_of or m.name]["chosen"] if grid else config.default_lr() for m in methods}
 
     scorer = Scorer(scoring_settings(config, data_dir / f"{config.eval.split}.jsonl"), out / "scores", log)
     log(f"runs: {len(methods)} methods x {len(seeds)} seeds ({', '.join(map(str, seeds))}), "
@@ -138,6 +140,7 @@ def run_experiment(config: ExperimentConfig, log=print) -> Path:
     results["experiment"] = {"config": config.model_dump(mode="json"),
                              "data_manifest": read_json(data_dir / "manifest.json"),
                              "seeds": seeds, "learning_rates": lrs, "lr_search": search or None,
+                             "lr_shared": {m.name: m.lr_of for m in methods if grid and m.lr_of},
                              "base_validation": base_validation}
     write_json(report_dir / "results.json", results)
     write_experiment_report(results, report_dir)

@@ -44,6 +44,7 @@ class DataPlan(Section):
 class Method(Section):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="Run name (a directory name).")
     loss: dict[str, Any] = Field(..., description="Loss section: name and hyper-parameters.")
+    lr_of: str | None = Field(None, description="With an lr search: use the rate chosen for this other method instead of a search of its own.")
 
 
 class EvalPlan(Section):
@@ -58,6 +59,7 @@ class AnalysisPlan(Section):
 
 class LrSearch(Section):
     grid: list[float] = Field(default_factory=list, description="Learning rates tried for every method with the first seed, each scored on the validation split; the best is used for every seed (empty: no search, train.training.learning_rate).")
+    ablations: Literal["share", "search"] = Field("share", description="CAPO's inverse-RRM and alpha runs: share CAPO's chosen rate (an ablation changes one thing at a time) or search their own.")
     definition: Literal["sum", "mean"] = Field("sum", description="The macro validation accuracy that picks the lr: sum (summed log-probs, the paper's Appendix B) or mean (per-token); ties go to the other, then to the smaller lr.")
 
     @field_validator("grid")
@@ -121,15 +123,22 @@ class ExperimentConfig(Section):
     def all_methods(self) -> list[Method]:
         methods = list(self.methods)
         capo = next((m for m in methods if m.loss.get("name") == "capo"), None)
-        if self.capo_inverse and capo is not None:
-            methods.append(Method(name=f"{capo.name}_inverse", loss={**capo.loss, "rrm": "inverse"}))
         if capo is not None:
+            lr_of = (capo.lr_of or capo.name) if self.lr_search.ablations == "share" else None
+            if self.capo_inverse:
+                methods.append(Method(name=f"{capo.name}_inverse", loss={**capo.loss, "rrm": "inverse"}, lr_of=lr_of))
             for alpha in self.alpha_sweep:
                 if float(alpha) != float(capo.loss.get("alpha", 2.0)):
-                    methods.append(Method(name=f"{capo.name}_alpha{alpha:g}", loss={**capo.loss, "alpha": float(alpha)}))
+                    methods.append(Method(name=f"{capo.name}_alpha{alpha:g}", loss={**capo.loss, "alpha": float(alpha)},
+                                          lr_of=lr_of))
         names = [m.name for m in methods]
         if len(set(names)) != len(names):
             raise UserError(f"config: methods: duplicate names {names}")
+        searched = {m.name for m in methods if m.lr_of is None}
+        for m in methods:
+            if m.lr_of is not None and m.lr_of not in searched:
+                raise UserError(f"config: methods: {m.name}: lr_of {m.lr_of!r} is not a method that searches its own "
+                                f"rate (expected one of {sorted(searched)})")
         return methods
 
 
