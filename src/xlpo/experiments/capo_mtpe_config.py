@@ -58,7 +58,7 @@ class AnalysisPlan(Section):
 
 
 class LrSearch(Section):
-    grid: list[float] = Field(default_factory=list, description="Learning rates tried for every method with the first seed, each scored on the validation split; the best is used for every seed (empty: no search, train.training.learning_rate).")
+    grid: list[float] = Field(default_factory=list, description="Learning rates tried with the first seed for every method without lr_of, each scored on the validation split; the best is used for every seed (empty: no search, train.training.learning_rate).")
     ablations: Literal["share", "search"] = Field("share", description="CAPO's inverse-RRM and alpha runs: share CAPO's chosen rate (an ablation changes one thing at a time) or search their own.")
     definition: Literal["sum", "mean"] = Field("sum", description="The macro validation accuracy that picks the lr: sum (summed log-probs, the paper's Appendix B) or mean (per-token); ties go to the other, then to the smaller lr.")
 
