@@ -28,16 +28,16 @@ def _rows(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
-def test_score_run_writes_a_scored_run_with_reference(tmp_path, tiny_model_dir):
+def test_score_run_writes_a_scored_run_with_reference(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths, as a user types them
     run = train(load_config(None, [f"model.name_or_path={tiny_model_dir}", f"data.train={FIXTURE}",
-                                   f"training.output_dir={tmp_path / 'capo'}", "loss.name=capo", "training.max_steps=2",
+                                   "training.output_dir=runs/capo", "loss.name=capo", "training.max_steps=2",
                                    "training.learning_rate=1e-2", "training.progress=false"]))
-    req = ScoringRequest(data=str(FIXTURE), out_dir=str(tmp_path / "scored"), model=str(tiny_model_dir),
-                         adapter=str(run.output_dir / "adapter"))
+    req = ScoringRequest(data=str(FIXTURE), out_dir="scored", model=str(tiny_model_dir), adapter="runs/capo/adapter/")
     out = score_run(req)
     meta = json.loads((out / "scoring.json").read_text())
     assert meta["name"] == "capo" and meta["method"] == "capo" and meta["loss_params"]["alpha"] == 2.0
-    assert meta["train_dir"] == str(run.output_dir.resolve())
+    assert meta["train_dir"] == "runs/capo"  # as the adapter was given, not resolved to this machine's path
     rows = _rows(out / "scores.jsonl")
     assert len(rows) == 12 and {r["lang"] for r in rows} == {"de", "zh", "en"}
     fixture = {r["id"]: r for r in _rows(FIXTURE)}
@@ -157,10 +157,21 @@ def test_experiment_end_to_end_on_real_mtpe_data(tmp_path, tiny_model_dir, share
     macro = results["headline"]["definitions"]["sum"][-1]
     assert macro["lang"] == "macro" and macro["target_minus_baseline"]["covers_seeds"] is False
     assert "once per training seed (42)" in (report / "report.md").read_text()
-    # A second run reuses every stage.
+    # A second run reuses every stage, also a run saved before a setting existed (read at its default),
+    # but not one whose saved config differs in a value.
+    saved = {m: tmp_path / "study" / "train" / f"{m}-s42" / "config.yaml" for m in ("dpo", "simpo")}
+    older = yaml.safe_load(saved["dpo"].read_text())
+    del older["training"]["report_to"]
+    saved["dpo"].write_text(yaml.safe_dump(older))
+    changed = yaml.safe_load(saved["simpo"].read_text())
+    changed["training"]["max_steps"] = 1
+    saved["simpo"].write_text(yaml.safe_dump(changed))
     logs: list[str] = []
     run_experiment(load_experiment(None, overrides), log=logs.append)
-    assert sum("reusing" in m for m in logs) == 1 + 6 and sum("up to date" in m for m in logs) == 7
+    assert [m.split(":")[0] for m in logs if m.startswith("train ") and "reusing" not in m] == ["train simpo-s42"]
+    assert sum("reusing" in m for m in logs) == 1 + 5
+    # Trained again from the same config and seed, simpo's adapter is the same: every score stays valid.
+    assert sum("up to date" in m for m in logs) == 7
 
 
 def test_experiment_with_seeds_and_a_learning_rate_chosen_on_validation(tmp_path, tiny_model_dir, shared_data,

@@ -8,6 +8,7 @@ bootstrap intervals). A run whose inputs are unchanged is not scored again.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,10 +52,13 @@ def _text_chars(value) -> int:
 
 
 def _train_run_of(adapter: str | None) -> Path | None:
-    """The training run directory an adapter came from (its parent holds config.yaml), if any."""
+    """The training run directory an adapter came from (its parent holds config.yaml), if any.
+
+    Written as the adapter was given (relative stays relative), so a report names it as it names the adapter."""
     if not adapter:
         return None
-    run = Path(adapter).resolve().parent
+    given = Path(os.path.normpath(adapter))
+    run = given.parent if given.name not in ("", ".", "..") else given.resolve().parent
     return run if (run / "config.yaml").is_file() and (run / "metrics.jsonl").is_file() else None
 
 
