@@ -8,7 +8,6 @@ bootstrap intervals). A run whose inputs are unchanged is not scored again.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,8 +56,8 @@ def _train_run_of(adapter: str | None) -> Path | None:
     Written as the adapter was given (relative stays relative), so a report names it as it names the adapter."""
     if not adapter:
         return None
-    given = Path(os.path.normpath(adapter))
-    run = given.parent if given.name not in ("", ".", "..") else given.resolve().parent
+    given = Path(adapter)  # pathlib already drops a trailing slash and "." parts
+    run = given.parent if given.name not in ("", "..") else given.resolve().parent
     return run if (run / "config.yaml").is_file() and (run / "metrics.jsonl").is_file() else None
 
 

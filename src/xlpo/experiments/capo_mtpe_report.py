@@ -58,7 +58,7 @@ def experiment_section(results: Mapping[str, Any]) -> Section:
             f"to the {other} accuracy, then to the smaller rate; rule fixed before the runs). That run is also the "
             f"method's seed-{first['seed']} run; the other seeds were trained at the chosen rate. The evaluation "
             f"split played no part in the choice."
-            + "".join(f" {m} used {of}'s rate (an ablation changes one thing at a time)."
+            + "".join(f" {m} used {of}'s rate instead of a search of its own."
                       for m, of in exp.get("lr_shared", {}).items())
             + (f" The base model's macro validation accuracy: summed {_pct(exp['base_validation']['sum'])}%, "
                f"per-token {_pct(exp['base_validation']['mean'])}%." if exp.get("base_validation") else "")))
