@@ -315,15 +315,16 @@ def test_nothing_keeps_the_model_alive_after_train(tmp_path, tiny_model_dir, mon
         assert accelerator._models == [] and accelerator._optimizers == [] and accelerator._custom_objects == []
 
 
-@pytest.mark.parametrize("where", ["output_dir", "parent"])
+@pytest.mark.parametrize("where, says", [("output_dir", r"taken is a file, not a directory"),
+                                         ("parent", r"taken/run cannot be a directory: .*taken is a file")])
 def test_an_output_dir_that_is_a_file_is_a_one_line_error_before_anything_is_written(tmp_path, tiny_model_dir,
-                                                                                      where):
+                                                                                      where, says):
     from xlpo.errors import UserError
 
     blocker = tmp_path / "taken"
     blocker.write_text("a file\n")
     out = blocker if where == "output_dir" else blocker / "run"
     cfg = _config(tmp_path, tiny_model_dir, "loss.name=dpo", f"training.output_dir={out}")
-    with pytest.raises(UserError, match=r"^training\.output_dir: .*taken.* cannot be a directory"):
+    with pytest.raises(UserError, match=rf"^training\.output_dir: .*{says}; give a directory path$"):
         train(cfg)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # no reference cache, no run files

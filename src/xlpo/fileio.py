@@ -62,8 +62,9 @@ def check_output_dir(path: str | Path, key: str) -> None:
     path = Path(path)
     existing = next((p for p in (path, *path.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
-        where = "" if existing == path else f" ({existing} is a file)"
-        raise UserError(f"{key}: {path} cannot be a directory{where}; give a directory path")
+        if existing == path:
+            raise UserError(f"{key}: {path} is a file, not a directory; give a directory path")
+        raise UserError(f"{key}: {path} cannot be a directory: {existing} is a file; give a directory path")
 
 
 def _umask() -> int:

@@ -12,14 +12,17 @@ import copy
 import gc
 import hashlib
 import importlib.metadata
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
+from safetensors import SafetensorError, safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from xlpo.checksums import MANIFEST, folder_problem
 from xlpo.errors import UserError
 from xlpo.fileio import atomic_dir
 
@@ -166,10 +169,49 @@ def lora_targets(model, target_modules):
     return target_modules if len(text) in (0, len(linear)) else text
 
 
+def check_adapter(adapter_path: str) -> None:
+    """A one-line UserError unless `adapter_path` holds a PEFT adapter that loads: a valid adapter_config.json,
+    weights whose header reads, and, in a folder xlpo saved, the files its manifest records. Cheap: run it
+    before loading a model, so that a bad adapter stops a command before the expensive part."""
+    where = f"adapter '{adapter_path}'"
+    folder = Path(adapter_path)
+    if not folder.is_dir():
+        raise UserError(f"{where}: {'not a directory' if folder.exists() else 'not found'}")
+    config = folder / "adapter_config.json"
+    if not config.is_file():
+        raise UserError(f"{where}: no adapter_config.json there")
+    try:
+        json.loads(config.read_text(encoding="utf-8"))
+        PeftConfig.from_pretrained(str(folder))
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise UserError(f"{config}: not valid JSON ({exc})") from None
+    except (TypeError, KeyError) as exc:
+        raise UserError(f"{config}: not a PEFT adapter config ({exc})") from None
+    weights = [folder / name for name in ("adapter_model.safetensors", "adapter_model.bin") if (folder / name).is_file()]
+    if not weights:
+        raise UserError(f"{where}: no adapter_model.safetensors (or .bin) there")
+    if weights[0].suffix == ".safetensors":
+        try:
+            safe_open(str(weights[0]), "pt").keys()
+        except (SafetensorError, OSError) as exc:
+            raise UserError(f"{weights[0]}: not a readable safetensors file ({exc})") from None
+    problem = folder_problem(folder) if (folder / MANIFEST).is_file() else None  # older xlpo: no manifest
+    if problem:
+        raise UserError(f"{where}: damaged: {problem}")
+
+
+def sorted_peft_config(model) -> None:
+    """Make every set in `model`'s PEFT configs a sorted list, so that adapter_config.json is the same file
+    from run to run (PEFT keeps e.g. target_modules as a set and saves it in the set's order)."""
+    for config in model.peft_config.values():
+        for key, value in vars(config).items():
+            if isinstance(value, set):
+                setattr(config, key, sorted(value))
+
+
 def load_adapter(model, adapter_path: str, trainable: bool = False, name: str = "default"):
     """Attach a saved PEFT adapter to `model`; on a PEFT model, as a further adapter called `name`."""
-    if not Path(adapter_path, "adapter_config.json").is_file():
-        raise UserError(f"adapter '{adapter_path}': no adapter_config.json there")
+    check_adapter(adapter_path)
     if is_peft(model):
         model.load_adapter(adapter_path, adapter_name=name, is_trainable=trainable)
         return model

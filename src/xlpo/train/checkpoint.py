@@ -1,7 +1,8 @@
-"""Resumable checkpoints: Accelerate state (weights, optimizer, scheduler, RNG) plus a small JSON.
+"""Resumable checkpoints: Accelerate state (weights, optimizer, scheduler, RNG) plus a small JSON,
+made verifiable by a manifest of sizes and checksums; `--resume` takes the newest intact one.
 
-Each checkpoint directory is written beside its final name and renamed, so a killed run never
-leaves a half-written checkpoint for `--resume` to pick up.
+Each checkpoint directory is written beside its final name, completed by its manifest and renamed,
+so a killed run never leaves a half-written checkpoint; one damaged later is found and skipped.
 """
 
 from __future__ import annotations
@@ -10,8 +11,12 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from accelerate.utils import broadcast_object_list, gather_object
+
+from xlpo.checksums import MANIFEST, bytes_digest, digests, file_names, files_problem, read_manifest, write_manifest
 from xlpo.errors import UserError
 from xlpo.fileio import atomic_dir, read_json, write_json
+from xlpo.models import adapter_hash
 from xlpo.train.distributed import is_deepspeed
 
 STATE_FILE = "xlpo_state.json"
@@ -47,13 +52,39 @@ def checkpoint_dir(output_dir: Path, step: int) -> Path:
     return Path(output_dir) / "checkpoints" / f"step-{step:07d}"
 
 
-def latest_checkpoint(output_dir: Path) -> Path | None:
+def _checkpoints(output_dir: Path) -> list[Path]:
     root = Path(output_dir) / "checkpoints"
-    done = sorted(p for p in root.glob("step-*") if (p / STATE_FILE).is_file()) if root.is_dir() else []
-    return done[-1] if done else None
+    return sorted(p for p in root.glob("step-*") if p.is_dir()) if root.is_dir() else []
+
+
+def expected_state(config, data_fingerprint: str, num_processes: int) -> dict:
+    """What a checkpoint must have been made with to resume this run: the config (less the settings that
+    change no result, and less where the run folder, its data file, its adapters and the reference cache
+    are: a moved run resumes), the tokenized data's fingerprint and the number of processes."""
+    resumable = config.model_dump(mode="json")
+    resumable["training"] = {k: v for k, v in resumable["training"].items()
+                             if k not in ("output_dir", "save_steps", "keep_checkpoints", "progress", "logging_steps",
+                                          "report_to")}
+    resumable["data"] = {k: v for k, v in resumable["data"].items() if k != "train"}  # its content: the fingerprint
+    resumable["reference"] = {k: v for k, v in resumable["reference"].items() if k != "cache_dir"}
+    for section in ("model", "reference"):
+        for key in ("name_or_path", "adapter"):
+            resumable[section][key] = _identity(resumable[section][key], adapter=key == "adapter")
+    return {"config": resumable, "data_fingerprint": data_fingerprint, "num_processes": num_processes}
+
+
+def _identity(path: str | None, adapter: bool) -> str | None:
+    """A model or adapter folder by what it holds rather than where it is: a folder xlpo saved by its
+    manifest, another adapter by its content; anything else (a Hub id, a base model) by its name."""
+    if path and Path(path, MANIFEST).is_file():
+        return "xlpo-saved:" + bytes_digest(Path(path, MANIFEST).read_bytes())
+    if path and adapter:
+        return "adapter:" + adapter_hash(path)
+    return path
 
 
 def save_checkpoint(accelerator, output_dir: Path, step: int, state: dict, keep: int) -> Path:
+    """Write checkpoint `step` (collective): Accelerate's state, `state`, and, last, the manifest of it all."""
     target = checkpoint_dir(output_dir, step)
     if accelerator.is_main_process:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -64,26 +95,84 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, state: dict, keep:
         shutil.rmtree(staging, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(staging), safe_serialization=True, **_model_kwargs(accelerator, saving=True))
-    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_json(staging / STATE_FILE, state)
+    accelerator.wait_for_everyone()
+    files = _digests(accelerator, staging)
+    if accelerator.is_main_process:
+        write_manifest(staging, files)
         with atomic_dir(target) as tmp:
             tmp.rmdir()
             staging.rename(tmp)
-        for old in sorted((Path(output_dir) / "checkpoints").glob("step-*"))[:-keep]:
+        # Later steps than this one are left from an earlier run of this folder: they never resume this one.
+        done = _checkpoints(output_dir)
+        for old in [p for p in done if p.name > target.name] + [p for p in done if p.name <= target.name][:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return target
 
 
-def load_checkpoint(accelerator, path: Path, expect: dict) -> dict:
-    state = read_json(Path(path) / STATE_FILE)
+def _digests(accelerator, root: Path) -> dict[str, dict]:
+    """Checksums of every file under `root`, each process hashing a share (collective; the manifest
+    of a sharded 8B checkpoint is then not one process reading it all)."""
+    names = [file_names(root) if accelerator.is_main_process else None]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(names)
+    mine = names[0][accelerator.process_index::accelerator.num_processes]
+    shares = gather_object([digests(root, mine)])
+    return {name: digest for share in shares for name, digest in share.items()}
+
+
+def _problem(accelerator, path: Path) -> str | None:
+    """Why checkpoint `path` is not what was saved, or None when it is intact (collective: a share of the
+    files per process)."""
+    files = read_manifest(path)
+    if isinstance(files, str):
+        return files
+    mine = sorted(files)[accelerator.process_index::accelerator.num_processes]
+    problems = gather_object([files_problem(path, files, mine)])
+    return next((p for p in problems if p), None)
+
+
+def resume_point(accelerator, output_dir: Path, expect: dict) -> tuple[Path, dict] | None:
+    """The newest intact checkpoint in `output_dir` and its state; says which it takes and why it skipped
+    newer ones. None when there is no checkpoint at all; a UserError when none is intact or the newest
+    intact one was made with other settings than `expect`. Collective."""
+    say = print if accelerator.is_main_process else (lambda *_: None)
+    found = _checkpoints(output_dir)
+    skipped = []
+    for path in reversed(found):
+        problem = _problem(accelerator, path)
+        if problem is None:
+            break
+        skipped.append(f"{path.name} ({problem})")
+    else:
+        if found:
+            raise UserError(f"--resume: no intact checkpoint in {Path(output_dir) / 'checkpoints'}: "
+                            f"{'; '.join(skipped)}; start again without --resume")
+        say(f"xlpo: --resume: no checkpoint in {Path(output_dir) / 'checkpoints'}, starting from step 0")
+        return None
+    state = read_json(path / STATE_FILE)
     for key, value in expect.items():
         if state.get(key) != value:
             raise UserError(f"--resume: checkpoint {path} was made with a different {key}; "
                             f"start a new output_dir or rerun with the same settings")
+    for line in skipped:
+        say(f"xlpo: --resume: skipping {line}")
+    say(f"xlpo: --resume: continuing from {path} (step {state['step']}"
+        + (", the newest intact checkpoint)" if skipped else ")"))
+    return path, state
+
+
+def damaged_checkpoints(output_dir: Path) -> list[tuple[Path, str]]:
+    """Each checkpoint of `output_dir` that is not what was saved, with the reason (one process)."""
+    found = [(path, read_manifest(path)) for path in _checkpoints(output_dir)]
+    problems = [(path, files if isinstance(files, str) else files_problem(path, files)) for path, files in found]
+    return [(path, problem) for path, problem in problems if problem]
+
+
+def load_checkpoint(accelerator, path: Path) -> None:
     accelerator.load_state(str(path), **_model_kwargs(accelerator, saving=False))
-    return state
 
 
 def _model_kwargs(accelerator, saving: bool) -> dict:

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
+from xlpo.checksums import HASH, bytes_digest
 from xlpo.eval.pair_logps import score_pairs
 from xlpo.fileio import atomic_path
 from xlpo.models import (adapter_hash, cache_root, frozen_copy, is_peft, load_adapter, load_model, reference_mode,
@@ -166,15 +168,30 @@ def precomputed_logps(reference: Reference, policy, config, pairs, data_fp: str,
 
 
 def load_cached(cache_dir: Path, key: str, n: int) -> torch.Tensor | None:
+    """The cached (n, 2) log-probs under `key`, or None when there is no entry or it is damaged (unreadable,
+    another shape, or values that differ from the checksum saved with them): such an entry is computed again."""
     path = Path(cache_dir) / f"{key}.safetensors"
     if not path.is_file():
         return None
-    values = load_file(str(path))["logps"]
-    return values if values.shape == (n, 2) else None
+    try:
+        with safe_open(str(path), "pt") as f:
+            recorded = (f.metadata() or {}).get(HASH)
+            values = f.get_tensor("logps")
+    except (SafetensorError, OSError):
+        return None
+    intact = values.shape == (n, 2) and recorded == _values_digest(values)
+    return values if intact else None
 
 
 def save_cached(cache_dir: Path, key: str, values: torch.Tensor, meta: dict) -> Path:
     path = Path(cache_dir) / f"{key}.safetensors"
+    values = values.contiguous()
+    meta = {**{k: str(v) for k, v in meta.items()}, HASH: _values_digest(values)}
     with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file({"logps": values.contiguous()}, str(tmp), metadata={k: str(v) for k, v in meta.items()})
+        save_file({"logps": values}, str(tmp), metadata=meta)
     return path
+
+
+def _values_digest(values: torch.Tensor) -> str:
+    raw = values.cpu().contiguous().view(torch.uint8).numpy().tobytes()
+    return bytes_digest(f"{values.dtype}{tuple(values.shape)}".encode() + raw)

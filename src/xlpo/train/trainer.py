@@ -22,14 +22,15 @@ from transformers import get_scheduler
 from xlpo.data.batching import (FILLER, collate_mismatched, collate_pairs, mismatched_partners, plan_epoch,
                                  prompt_sharing_blocker)
 from xlpo.data.records import load_preferences
+from xlpo.checksums import manifest_folder
 from xlpo.data.tokenize import PairTokenizer, TokenizedPair, fingerprint
 from xlpo.errors import TrainingError, UserError
 from xlpo.fileio import atomic_dir, check_output_dir, write_json, write_jsonl, write_text
 from xlpo.logprobs import completion_logprobs, sequence_logprobs
 from xlpo.losses import SequenceLogps, get_loss, preference_metrics
-from xlpo.model_card import write_card
-from xlpo.models import (apply_lora, disable_dropout, is_peft, load_adapter, load_model, load_tokenizer,
-                         release_memory, training_load_dtype)
+from xlpo.model_card import CARD, EVALUATIONS, write_card
+from xlpo.models import (apply_lora, check_adapter, disable_dropout, is_peft, load_adapter, load_model, load_tokenizer,
+                         release_memory, sorted_peft_config, training_load_dtype)
 from xlpo.progress import Progress
 from xlpo.train import checkpoint as ckpt
 from xlpo.train import distributed as dist
@@ -99,16 +100,28 @@ class Trainer:
         self.loss_params = config.loss.params()
 
     # -- setup ------------------------------------------------------------------------------
-    def setup(self) -> None:
+    def setup(self, resume: bool = False) -> tuple[Path, dict] | None:
+        """Read and check every input, then load the models; with `resume`, the checkpoint to continue
+        from (and its state), chosen before any model loads."""
         cfg, acc = self.config, self.acc
         check_output_dir(self.out, "training.output_dir")
         if self.spec.needs_reference and cfg.reference.precompute and cfg.reference.cache_dir:
             check_output_dir(cfg.reference.cache_dir, "reference.cache_dir")
+        for adapter in (cfg.model.adapter, cfg.reference.adapter if self.spec.needs_reference else None):
+            if adapter:
+                check_adapter(adapter)
         self.tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
         self.pad_id = self.tokenizer.pad_token_id
         self.pairs, self.data_summary, self.skipped = prepare_pairs(cfg, self.tokenizer)
         self.data_fp = fingerprint(self.pairs)
         self.languages = sorted({p.lang for p in self.pairs if p.lang})
+        self.expected = ckpt.expected_state(cfg, self.data_fp, acc.num_processes)
+        resume_from = ckpt.resume_point(acc, self.out, self.expected) if resume else None
+        self._load_models()
+        return resume_from
+
+    def _load_models(self) -> None:
+        cfg, acc = self.config, self.acc
         full_finetuning = not (cfg.model.adapter or cfg.lora.enabled)
         with dist.loading_weights(acc):  # the policy and any reference model it loads
             model = load_model(cfg.model.name_or_path, training_load_dtype(cfg.model.dtype, full_finetuning),
@@ -262,31 +275,21 @@ class Trainer:
                             "stopped before updating the weights")
 
     # -- the run ----------------------------------------------------------------------------
-    def _expected_state(self) -> dict:
-        resumable = self.config.model_dump(mode="json")
-        resumable["training"] = {k: v for k, v in resumable["training"].items()
-                                 if k not in ("save_steps", "keep_checkpoints", "progress", "logging_steps", "report_to")}
-        return {"config": resumable, "data_fingerprint": self.data_fp, "num_processes": self.acc.num_processes}
-
     def run(self, resume: bool = False) -> TrainResult:
         # Checkpoints are written by all processes and renamed by the first: one directory for all nodes.
         dist.check_shared_directory(self.acc, self.out, "training.output_dir")
-        self.setup()
+        resume_from = self.setup(resume)
         acc, cfg = self.acc, self.config
         set_seed(cfg.training.seed)  # the dropout stream starts here (a resumed run restores its own)
         start = 0
         if acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
         writer = MetricsWriter(self.out, acc, cfg.model_dump(mode="json")) if acc.is_main_process else None
-        if resume:
-            latest = ckpt.latest_checkpoint(self.out)
-            if latest is None:
-                if acc.is_main_process:
-                    print(f"xlpo: --resume: no checkpoint in {self.out}/checkpoints, starting from step 0")
-            else:
-                state = ckpt.load_checkpoint(acc, latest, self._expected_state())
-                start = state["step"]
-        elif (self.out / "metrics.jsonl").exists() and acc.is_main_process:
+        if resume_from is not None:
+            path, state = resume_from
+            ckpt.load_checkpoint(acc, path)
+            start = state["step"]
+        elif not resume and (self.out / "metrics.jsonl").exists() and acc.is_main_process:
             (self.out / "metrics.jsonl").unlink()
         if writer is not None:
             writer.truncate_after(start)
@@ -322,7 +325,7 @@ class Trainer:
                     writer.write(record)
                 progress.advance(1, step_info(record))
                 if cfg.training.save_steps and (self.step + 1) % cfg.training.save_steps == 0 and self.step + 1 < self.total_steps:
-                    ckpt.save_checkpoint(acc, self.out, self.step + 1, {"step": self.step + 1, **self._expected_state()},
+                    ckpt.save_checkpoint(acc, self.out, self.step + 1, {"step": self.step + 1, **self.expected},
                                          cfg.training.keep_checkpoints)
         summary = self._finish(last_metrics, time.perf_counter() - started, start)
         if self.owns_accelerator:
@@ -368,10 +371,13 @@ class Trainer:
             name = "adapter" if is_peft(model) else "model"
             # Only the trained adapter: a reference adapter loaded beside it is not part of the result.
             only_trained = {"selected_adapters": ["default"]} if is_peft(model) else {}
+            if is_peft(model):
+                sorted_peft_config(model)  # PEFT keeps target_modules as a set: saved in a new order each run
             with atomic_dir(self.out / name) as tmp:
                 model.save_pretrained(tmp, state_dict=state, safe_serialization=True, **only_trained)
                 self.tokenizer.save_pretrained(tmp)
                 write_card(tmp, self.config.model_dump(mode="json"), summary, library_versions())
+                manifest_folder(tmp, skip=[CARD, EVALUATIONS])  # last; not the card: evaluations add to it
             summary["saved"] = str(self.out / name)
             write_json(self.out / "train_summary.json", summary)
         acc.wait_for_everyone()
