@@ -23,6 +23,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from launching import finish, free_port, start
 
+from xlpo.checksums import file_names, folder_problem, read_manifest
 from xlpo.losses import LOSSES
 from xlpo.train.config import load_config
 from xlpo.train.trainer import train
@@ -164,3 +165,8 @@ def test_resume_reaches_the_uninterrupted_result(two_processes):
     after, before = _saved(run_dir, "lora"), _saved(run_dir, "lora", "uninterrupted-")
     for name, tensor in before.items():
         torch.testing.assert_close(after[name], tensor, atol=1e-6, rtol=1e-5, msg=name)
+    # The checkpoint's manifest covers every file the backend wrote (DeepSpeed's and FSDP2's own included).
+    checkpoint = run_dir / "checkpoints" / "step-0000002"
+    files = read_manifest(checkpoint)
+    assert sorted(files) == file_names(checkpoint) and folder_problem(checkpoint) is None
+    assert any(name.startswith("random_states_1") for name in files)  # the second process's files too

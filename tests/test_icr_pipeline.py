@@ -376,15 +376,22 @@ def _prompt_dir(path: Path, problem: str) -> Path:
 
 
 @pytest.mark.parametrize("problem", ["no en.jsonl", "different lengths", "repeated instruction_id", "init.pairs",
-                                     "run_dir is a file"])
+                                     "run_dir is a file", "policy.adapter", "judge labels"])
 def test_bad_inputs_are_refused_before_the_run_directory_is_written(tmp_path, tiny_model_dir, policy_adapter,
                                                                     shared_data, problem):
     run_dir = tmp_path / "run"
     extra = []
-    if problem in ("init.pairs", "run_dir is a file"):
+    if problem in ("init.pairs", "run_dir is a file", "policy.adapter", "judge labels"):
         prompts = _prompt_dir(tmp_path / "prompts", "none")
         if problem == "init.pairs":
             extra = ["policy.adapter=null", f"init.pairs={tmp_path / 'missing.jsonl'}"]
+        elif problem == "policy.adapter":
+            shutil.copytree(policy_adapter, tmp_path / "adapter")
+            (tmp_path / "adapter" / "adapter_config.json").write_text("{")
+            extra = [f"policy.adapter={tmp_path / 'adapter'}"]
+        elif problem == "judge labels":
+            (tmp_path / "labels-1.jsonl").write_text('{"id": "x", "preferred": "neither"}\n')
+            extra = [f"stats.judge_labels={tmp_path / 'labels-{iteration}.jsonl'}"]
         else:
             run_dir.write_text("not a directory\n")
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import xxhash
@@ -19,6 +20,7 @@ from xlpo.fileio import write_json
 MANIFEST = "xlpo_manifest.json"
 HASH = "xxh3_128"
 _BLOCK = 16 << 20
+_THREADS = 4  # files hashed at once by one process (each process of a sharded save hashes its own share)
 
 
 def file_digest(path: str | Path) -> dict:
@@ -45,7 +47,10 @@ def file_names(root: str | Path, skip: Iterable[str] = ()) -> list[str]:
 
 
 def digests(root: str | Path, names: Iterable[str]) -> dict[str, dict]:
-    return {name: file_digest(Path(root) / name) for name in names}
+    """{name: digest} of the files `names` under `root`, hashed by a few threads (xxhash releases the GIL)."""
+    names = list(names)
+    with ThreadPoolExecutor(max_workers=max(1, min(_THREADS, len(names)))) as pool:
+        return dict(zip(names, pool.map(file_digest, [Path(root) / name for name in names])))
 
 
 def write_manifest(root: str | Path, files: dict[str, dict]) -> None:
@@ -100,3 +105,9 @@ def folder_problem(root: str | Path) -> str | None:
     """Why the folder `root` does not hold what its manifest records, or None when it is intact."""
     files = read_manifest(root)
     return files if isinstance(files, str) else files_problem(root, files)
+
+
+def saved_folder_problem(root: str | Path) -> str | None:
+    """`folder_problem` for a finished run's adapter/ or model/ folder, except that one without a manifest
+    (saved by an xlpo from before manifests, or by another tool) is taken as it is."""
+    return folder_problem(root) if (Path(root) / MANIFEST).is_file() else None

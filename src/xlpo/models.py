@@ -22,7 +22,7 @@ from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
 from safetensors import SafetensorError, safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from xlpo.checksums import MANIFEST, folder_problem
+from xlpo.checksums import saved_folder_problem
 from xlpo.errors import UserError
 from xlpo.fileio import atomic_dir
 
@@ -195,7 +195,7 @@ def check_adapter(adapter_path: str) -> None:
             safe_open(str(weights[0]), "pt").keys()
         except (SafetensorError, OSError) as exc:
             raise UserError(f"{weights[0]}: not a readable safetensors file ({exc})") from None
-    problem = folder_problem(folder) if (folder / MANIFEST).is_file() else None  # older xlpo: no manifest
+    problem = saved_folder_problem(folder)
     if problem:
         raise UserError(f"{where}: damaged: {problem}")
 

@@ -36,6 +36,8 @@ def rewards(
 
     if chat_format not in ("tokenizer", "zephyr", "none"):
         raise typer.BadParameter("expected tokenizer, zephyr or none", param_hint="--chat-format")
+    if dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise typer.BadParameter("expected auto, float32, bfloat16 or float16", param_hint="--dtype")
     quiet_libraries()
     console = Console()
     run = score_run(ScoringRequest(data=str(data), out_dir=str(out), model=model, adapter=adapter,

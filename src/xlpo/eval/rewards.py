@@ -13,16 +13,19 @@ from pathlib import Path
 
 import yaml
 
+from xlpo.checksums import file_digest, file_problem
 from xlpo.data.records import PreferenceRecord, load_preferences
 from xlpo.data.tokenize import PairTokenizer, fingerprint
 from xlpo.errors import UserError
 from xlpo.eval.analysis.accuracy import accuracy_table
 from xlpo.eval.pair_logps import score_pairs
-from xlpo.fileio import read_json, read_jsonl, write_json, write_jsonl
+from xlpo.fileio import check_output_dir, read_json, read_jsonl, write_json, write_jsonl
 from xlpo.model_card import record_evaluation
-from xlpo.models import adapter_hash, load_policy, load_tokenizer, reference_mode
+from xlpo.models import adapter_hash, check_adapter, load_policy, load_tokenizer, reference_mode
 from xlpo.progress import Progress
 from xlpo.versions import library_versions
+
+SCORES = "scores.jsonl"
 
 
 @dataclass
@@ -50,15 +53,35 @@ def _text_chars(value) -> int:
     return len(value) if isinstance(value, str) else sum(len(m["content"]) for m in value)
 
 
-def _train_run_of(adapter: str | None) -> Path | None:
-    """The training run directory an adapter came from (its parent holds config.yaml), if any.
+def _train_run_of(adapter: str | None) -> tuple[Path, dict] | None:
+    """The training run directory an adapter came from (its parent holds config.yaml) and its loss section,
+    if any (a config.yaml that does not read is not trusted: the adapter is then scored without its run).
 
     Written as the adapter was given (relative stays relative), so a report names it as it names the adapter."""
     if not adapter:
         return None
     given = Path(adapter)  # pathlib already drops a trailing slash and "." parts
     run = given.parent if given.name not in ("", "..") else given.resolve().parent
-    return run if (run / "config.yaml").is_file() and (run / "metrics.jsonl").is_file() else None
+    if not ((run / "config.yaml").is_file() and (run / "metrics.jsonl").is_file()):
+        return None
+    try:
+        loss = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))["loss"]
+    except (yaml.YAMLError, UnicodeDecodeError, TypeError, KeyError):
+        return None
+    return (run, loss) if isinstance(loss, dict) and isinstance(loss.get("name"), str) else None
+
+
+def finished_scoring(run: Path) -> dict | None:
+    """A scored run's scoring.json, if the scoring finished and its files are what it saved (checksums
+    recorded in scoring.json; a run scored before they were is taken as it is); else None."""
+    try:
+        meta = read_json(run / "scoring.json")
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(meta, dict) or not (run / SCORES).is_file():
+        return None
+    files = meta.get("files", {})
+    return None if any(file_problem(run / name, digest) for name, digest in files.items()) else meta
 
 
 def _reusable_reference(req: ScoringRequest, data_fingerprint: str) -> list[dict] | None:
@@ -66,15 +89,22 @@ def _reusable_reference(req: ScoringRequest, data_fingerprint: str) -> list[dict
     if not req.reference_scores:
         return None
     run = Path(req.reference_scores)
-    meta = read_json(run / "scoring.json")
-    if meta.get("adapter") or meta.get("model") != req.model or meta.get("data_fingerprint") != data_fingerprint:
+    meta = finished_scoring(run)
+    if meta is None or meta.get("adapter") or meta.get("model") != req.model \
+            or meta.get("data_fingerprint") != data_fingerprint:
         return None
-    return read_jsonl(run / "scores.jsonl")
+    return read_jsonl(run / SCORES)
 
 
 def score_run(req: ScoringRequest, log=None) -> Path:
-    """Score `req.data` and write the scored run to `req.out_dir`; returns that directory."""
+    """Score `req.data` and write the scored run to `req.out_dir`; returns that directory.
+
+    Every input is read and checked before a model loads: the output folder, the adapter, the data, the
+    base model's scores to reuse."""
     out = Path(req.out_dir)
+    check_output_dir(out, "out_dir")
+    if req.adapter:
+        check_adapter(req.adapter)
     tokenizer = load_tokenizer(req.model, req.trust_remote_code)
     records = load_preferences(req.data, req.columns)
     encoder = PairTokenizer(tokenizer, req.chat_format, req.max_length, req.max_prompt_length)
@@ -82,10 +112,9 @@ def score_run(req: ScoringRequest, log=None) -> Path:
     if not pairs:
         raise UserError(f"{req.data}: no pair fits max_length {req.max_length}")
     by_id: dict[str, PreferenceRecord] = {r.id: r for r in records}
-    train_dir = _train_run_of(req.adapter)
+    train_dir, loss = _train_run_of(req.adapter) or (None, None)
     loss_params, method = None, req.method
     if train_dir is not None:
-        loss = yaml.safe_load((train_dir / "config.yaml").read_text())["loss"]
         method = method or loss["name"]
         loss_params = {k: v for k, v in loss.items() if k != "name"}
     use_reference = bool(req.adapter) and req.reference
@@ -101,16 +130,14 @@ def score_run(req: ScoringRequest, log=None) -> Path:
         "train_dir": str(train_dir) if train_dir else None,
         "tokenization": {**report.summary(), "settings": encoder.settings()},
     }
-    previous = out / "scoring.json"
-    if previous.is_file() and (out / "scores.jsonl").is_file():
-        old = read_json(previous)
-        if all(old.get(k) == meta[k] for k in ("model", "adapter_sha", "reference", "data_fingerprint")):
-            if log:
-                log(f"scores up to date: {out}")
-            return out
+    old = finished_scoring(out)
+    if old is not None and all(old.get(k) == meta[k] for k in ("model", "adapter_sha", "reference", "data_fingerprint")):
+        if log:
+            log(f"scores up to date: {out}")
+        return out
 
-    model = load_policy(req.model, req.adapter, req.dtype, trust_remote_code=req.trust_remote_code)
     ref_rows = _reusable_reference(req, meta["data_fingerprint"]) if use_reference else None
+    model = load_policy(req.model, req.adapter, req.dtype, trust_remote_code=req.trust_remote_code)
     passes = 2 if use_reference and ref_rows is None else 1  # the policy, and the reference unless reused
     with Progress(f"score {meta['name']}", passes * len(pairs), "pairs") as progress:
         rows = score_pairs(model, pairs, tokenizer.pad_token_id, req.batch_size, progress=progress.advance).rows(pairs)
@@ -123,11 +150,12 @@ def score_run(req: ScoringRequest, log=None) -> Path:
         row["chars_chosen"], row["chars_rejected"] = _text_chars(record.chosen), _text_chars(record.rejected)
         row["ref_logp_chosen"] = ref_rows[i]["logp_chosen"] if use_reference else None
         row["ref_logp_rejected"] = ref_rows[i]["logp_rejected"] if use_reference else None
-    write_jsonl(out / "scores.jsonl", rows)
+    write_jsonl(out / SCORES, rows)
     accuracy = accuracy_table(rows)
     write_json(out / "accuracy.json", accuracy)
     write_json(out / "versions.json", library_versions())
-    write_json(previous, meta)  # last: its presence marks a finished scoring
+    meta["files"] = {name: file_digest(out / name) for name in (SCORES, "accuracy.json")}
+    write_json(out / "scoring.json", meta)  # last: its presence marks a finished scoring
     scored = req.adapter or req.model  # an adapter, or a fully fine-tuned model folder, that xlpo saved
     if Path(scored).is_dir() and record_evaluation(scored, meta, accuracy) and log:
         log(f"model card updated: {Path(scored) / 'README.md'}")

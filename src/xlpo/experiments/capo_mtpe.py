@@ -9,6 +9,7 @@ Every stage writes files and is skipped when its outputs exist for the same inpu
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,9 @@ from xlpo.eval.rewards import ScoringRequest, score_run
 from xlpo.experiments.capo_mtpe_config import ExperimentConfig, Method, RunPlan, first_runs, run_train_config
 from xlpo.experiments.capo_mtpe_report import write_experiment_report
 from xlpo.experiments.lr_search import DEFINITIONS, choose_lr, macro, validation_entry
-from xlpo.fileio import read_json, write_json
+from xlpo.fileio import check_output_dir, read_json, write_json
+from xlpo.models import check_adapter, load_tokenizer
+from xlpo.train.checkpoint import discard_damaged, training_problem
 from xlpo.train.config import TrainConfig, config_from_dict
 from xlpo.train.trainer import train
 
@@ -31,9 +34,9 @@ def _data_stage(config: ExperimentConfig, out: Path, log) -> Path:
     data_dir = out / "data"
     plan = config.data
     wanted = {"per_split": plan.sizes(), "seed": plan.seed, "keep_identical": plan.keep_identical}
-    manifest = data_dir / "manifest.json"
-    if manifest.is_file():
-        have = read_json(manifest)["config"]
+    built = _built_data(data_dir)
+    if built is not None:
+        have = built["config"]
         same_directions = plan.directions is None or have.get("directions") == plan.directions
         if all(have.get(k) == v for k, v in wanted.items()) and same_directions:
             log(f"data: reusing {data_dir}")
@@ -46,6 +49,29 @@ def _data_stage(config: ExperimentConfig, out: Path, log) -> Path:
     return data_dir
 
 
+def _built_data(data_dir: Path) -> dict | None:
+    """The data folder's manifest, if it reads and every split file has the checksum it records (a damaged
+    or missing file: the data are built again)."""
+    try:
+        manifest = read_json(data_dir / "manifest.json")
+        intact = all(hashlib.sha256((data_dir / f["path"]).read_bytes()).hexdigest() == f["sha256"]
+                     for f in manifest["files"].values()) and isinstance(manifest["config"], dict)
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+        return None
+    return manifest if intact else None
+
+
+def _check_inputs(config: ExperimentConfig, out: Path) -> None:
+    """Every input the runs share, checked before anything is built or trained: the output folder, the
+    adapters the training config names, the model's tokenizer (its name, or its folder)."""
+    check_output_dir(out, "out_dir")
+    cfg = run_train_config(config, first_runs(config)[0], out)
+    for adapter in (cfg.model.adapter, cfg.reference.adapter):
+        if adapter:
+            check_adapter(adapter)
+    load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
+
+
 def _train_stage(config: ExperimentConfig, run: RunPlan, out: Path, log) -> Path:
     cfg = run_train_config(config, run, out)
     run_dir = Path(cfg.training.output_dir)
@@ -53,7 +79,7 @@ def _train_stage(config: ExperimentConfig, run: RunPlan, out: Path, log) -> Path
         log(f"train {run.dir_name}: reusing {run_dir}")
         return run_dir
     log(f"train {run.dir_name}: loss {cfg.loss.name} {cfg.loss.params()}, lr {run.lr:g}, seed {run.seed}")
-    train(cfg, resume=(run_dir / "checkpoints").is_dir())
+    train(cfg, resume=discard_damaged(run_dir, log))
     return run_dir
 
 
@@ -61,9 +87,7 @@ def _finished_with(run_dir: Path, cfg: TrainConfig) -> bool:
     """Whether `run_dir` holds a finished training run of `cfg`. Its saved config is read with today's schema,
     so a setting that a newer xlpo added (at its default) does not make finished runs train again."""
     saved = run_dir / "config.yaml"
-    finished = (run_dir / "train_summary.json").is_file() and ((run_dir / "adapter").is_dir()
-                                                               or (run_dir / "model").is_dir())
-    if not (finished and saved.is_file()):
+    if training_problem(run_dir) is not None or not saved.is_file():  # not finished, or its adapter is damaged
         return False
     try:
         then = config_from_dict(yaml.safe_load(saved.read_text()) or {})
@@ -122,6 +146,7 @@ def _lr_stage(config: ExperimentConfig, method: Method, seed: int, scorer: Score
 def run_experiment(config: ExperimentConfig, log=print) -> Path:
     """Run (or continue) the whole study; returns the report directory."""
     out = Path(config.out_dir)
+    _check_inputs(config, out)
     data_dir = _data_stage(config, out, log)
     methods, seeds, grid = config.all_methods(), config.seed_list(), config.lr_search.grid
     search: dict[str, dict] = {}

@@ -2,9 +2,10 @@
 
 iter-0 (optional): train the English-aligned initial policy (a LoRA adapter) from init.pairs.
 iter-t: samples.jsonl -> [translations.jsonl] -> scores.jsonl -> alpha.json -> pairs/<kind>.jsonl
--> train/ (adapter, metrics) -> stats.json. A stage is skipped when its output exists; outputs
-are written atomically, and the long stages (sampling, translation, scoring) save a part per chunk
-of prompts, so a killed run loses at most one chunk per stage. Models load only when a stage
+-> train/ (adapter, metrics) -> stats.json. A stage is skipped when its output exists and matches
+the checksum recorded when it was written; a damaged output is redone, with every stage after it.
+Outputs are written atomically, and the long stages (sampling, translation, scoring) save a part per
+chunk of prompts, so a killed run loses at most one chunk per stage. Models load only when a stage
 needs them: re-running a finished run loads nothing and does nothing.
 """
 
@@ -26,8 +27,10 @@ from xlpo.icr import reward as rw
 from xlpo.icr.config import ICRConfig, iteration_train_config
 from xlpo.icr.policies import Models, PolicySpec, trained_policy
 from xlpo.icr.prompts import LANGUAGE_NAMES, Prompt, crosslingual_instruction, load_parallel_prompts
-from xlpo.icr.rundir import IterationDir, check_run_dir, write_in_parts
+from xlpo.icr.rundir import IterationDir, check_run_dir, first_to_do, stage_outputs, write_in_parts
 from xlpo.icr.stats import identify_languages, iteration_stats, judge_requests, read_judge_labels, run_judge
+from xlpo.models import check_adapter
+from xlpo.train.checkpoint import discard_damaged, training_problem
 from xlpo.train.trainer import train
 
 Log = Callable[[str], None]
@@ -61,13 +64,20 @@ class ICRRun:
                                         cfg.prompts.language_names)
         if cfg.init.pairs and cfg.init.pairs != "mtpe":
             load_preferences(cfg.init.pairs, cfg.train.get("data", {}).get("columns"))
+        if cfg.policy.adapter:
+            check_adapter(cfg.policy.adapter)
+        for t in range(1, cfg.iterations + 1):  # judge labels of your own, where already there
+            labels = Path(cfg.stats.judge_labels.format(iteration=t)) if cfg.stats.judge_labels else None
+            if labels is not None and labels.is_file():
+                read_judge_labels(labels)
         return prompts
 
     def _timed(self, it: IterationDir, stage: str, fn, *args):
         tic = time.perf_counter()
         out = fn(*args)
         seconds = round(time.perf_counter() - tic, 2)
-        timings = read_json(it.timings) if it.timings.is_file() else {}
+        it.record(*[path for path in dict(stage_outputs(it, self.kinds)).get(stage, []) if path.is_file()])
+        timings = it.read_timings()
         timings[stage] = round(timings.get(stage, 0.0) + seconds, 2)
         write_json(it.timings, timings)
         self.result.ran.append(f"iter-{it.t}/{stage}")
@@ -97,23 +107,24 @@ class ICRRun:
     def run(self) -> RunResult:
         prompts = self._read_inputs()  # every input checked before the run directory gets a file
         check_run_dir(self.config, self.run_dir)
-        if self.config.init.pairs:
-            self._init_stage()
+        retrained = self._init_stage() if self.config.init.pairs else False
         policies = [self.initial_reference]  # policies[t]: the policy iteration t+1 starts from ...
         for t in range(1, self.config.iterations + 1):
             policies.append(self.policy_for(t, policies[-1]))
             # ... and policies[0] = pi_I, the reference pi^0 was aligned against: pi^{t-2} for t = 1.
-            self._iteration(t, policies[t], policies[t - 1], prompts)
+            retrained = self._iteration(t, policies[t], policies[t - 1], prompts, retrained)
         if not self.result.ran:
             self.log(f"{self.run_dir}: all {self.config.iterations} iteration(s) finished: nothing to do")
         return self.result
 
-    def _iteration(self, t: int, policy: PolicySpec, before: PolicySpec, prompts: dict[str, list[Prompt]]) -> None:
-        """Iteration t with policy pi^{t-1}; `before` is pi^{t-2} (pi_I for t = 1)."""
+    def _iteration(self, t: int, policy: PolicySpec, before: PolicySpec, prompts: dict[str, list[Prompt]],
+                   policy_retrained: bool) -> bool:
+        """Iteration t with policy pi^{t-1}; `before` is pi^{t-2} (pi_I for t = 1). Returns whether it trained
+        (then the next iteration's files, if any, were made from an older pi^t)."""
         it = IterationDir(self.run_dir, t)
-        if it.stats.is_file():
+        if first_to_do(it, self.kinds, self.log, start_over=policy_retrained) is None:
             self.result.stats[t] = read_json(it.stats)
-            return
+            return False
         ref = self.config.reference
         reward_ref = self.initial_reference if ref.reward == "initial" else before
         training_ref = self.initial_reference if ref.training == "initial" else policy
@@ -139,17 +150,23 @@ class ICRRun:
             self._timed(it, "alpha", self._alpha_stage, it)
         if not all(it.pairs(k).is_file() for k in self.kinds):
             self._timed(it, "pairs", self._pairs_stage, it, prompts)
-        if trained_policy(it.train, policy.base) is None:
+        trains = trained_policy(it.train, policy.base) is None
+        if trains:
             self._timed(it, "train", self._train_stage, it, policy, training_ref)
         self._timed(it, "stats", self._stats_stage, it)
         self.result.stats[t] = read_json(it.stats)
+        return trains
 
     # -- iteration 0 --------------------------------------------------------------------------------
-    def _init_stage(self) -> None:
+    def _init_stage(self) -> bool:
+        """Train the initial policy unless it is there intact; returns whether it trained."""
         cfg = self.config
         it = IterationDir(self.run_dir, 0)
-        if trained_policy(it.train, cfg.policy.name_or_path) is not None:
-            return
+        problem = training_problem(it.train)
+        if problem is None:
+            return False
+        if problem != "missing":
+            self.log(f"iter-0/train: {problem}: training it again")
         self.log(f"iteration 0: training the English-aligned initial policy on {cfg.policy.name_or_path} "
                  f"from {cfg.init.pairs}")
         data = Path(cfg.init.pairs)
@@ -160,6 +177,7 @@ class ICRRun:
         train_cfg = iteration_train_config(cfg, base=cfg.policy.name_or_path, adapter=None, data=data,
                                            output_dir=it.train, extra=cfg.init.train, prefix="init.train: ")
         self._timed(it, "train", self._run_trainer, train_cfg)
+        return True
 
     # -- stages ---------------------------------------------------------------------------------
     def _chunks(self, prompts: list[Prompt]) -> list[list[Prompt]]:
@@ -294,7 +312,7 @@ class ICRRun:
     def _run_trainer(self, train_cfg) -> None:
         out = Path(train_cfg.training.output_dir)
         self.log(f"  train: {train_cfg.loss.name} on {train_cfg.data.train} -> {out}")
-        train(train_cfg, resume=(out / "checkpoints").is_dir())
+        train(train_cfg, resume=discard_damaged(out, self.log))
 
     def _stats_stage(self, it: IterationDir) -> None:
         write_json(it.stats, compute_stats(self.config, it, self.judge))
@@ -326,7 +344,7 @@ def compute_stats(config: ICRConfig, it: IterationDir, judge: Callable[[dict], s
     summary = read_json(summary_path) if summary_path.is_file() else None
     stats = iteration_stats(samples, scores, read_json(it.alpha), pairs, config.reward.beta, languages, verdicts, summary)
     stats["_run"] = {"iteration": it.t, "trained_on": config.reward.select, "judge_labels": str(labels_path) if verdicts else None,
-                     "timings_seconds": read_json(it.timings) if it.timings.is_file() else {}}
+                     "timings_seconds": it.read_timings()}
     return stats
 
 
@@ -351,8 +369,13 @@ def recompute_stats(run_dir: str | Path, judge: Callable[[dict], str] | None = N
         it = IterationDir(run_dir, t)
         if not (it.alpha.is_file() and all(it.pairs(k).is_file() for k in config.reward.kinds())):
             continue
+        for path in (it.samples, it.scores, it.alpha, *[it.pairs(k) for k in config.reward.kinds()]):
+            problem = it.problem(path)
+            if problem:
+                raise UserError(f"{path}: {problem}; `xlpo icr run` with this run's config redoes it")
         out[t] = compute_stats(config, it, judge)
         write_json(it.stats, out[t])
+        it.record(it.stats)
         log(f"iteration {t}: {it.stats}")
     return out
 

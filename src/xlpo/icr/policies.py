@@ -13,6 +13,7 @@ from pathlib import Path
 from xlpo.generation import HFGenerator, choose_backend, make_generator
 from xlpo.icr import response_logps
 from xlpo.icr.config import ICRConfig
+from xlpo.train.checkpoint import training_problem
 from xlpo.icr.sample import engine_settings
 from xlpo.models import load_adapter, load_policy, load_tokenizer, reference_mode, release_memory
 from xlpo.train.reference import REFERENCE_ADAPTER
@@ -30,14 +31,13 @@ class PolicySpec:
 
 
 def trained_policy(train_dir: Path, base: str) -> PolicySpec | None:
-    """The policy a finished training run produced (adapter on `base`, or full weights), else None."""
-    if not (train_dir / "train_summary.json").is_file():
+    """The policy a finished training run produced (adapter on `base`, or full weights), else None
+    (also when what it saved is damaged: see `training_problem`)."""
+    if training_problem(train_dir) is not None:
         return None
     if (train_dir / "adapter").is_dir():
         return PolicySpec(base, str(train_dir / "adapter"))
-    if (train_dir / "model").is_dir():
-        return PolicySpec(str(train_dir / "model"))
-    return None
+    return PolicySpec(str(train_dir / "model"))
 
 
 class Models:

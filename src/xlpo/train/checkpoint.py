@@ -13,7 +13,8 @@ from pathlib import Path
 
 from accelerate.utils import broadcast_object_list, gather_object
 
-from xlpo.checksums import MANIFEST, bytes_digest, digests, file_names, files_problem, read_manifest, write_manifest
+from xlpo.checksums import (MANIFEST, bytes_digest, digests, file_names, files_problem, folder_problem, read_manifest,
+                             saved_folder_problem, write_manifest)
 from xlpo.errors import UserError
 from xlpo.fileio import atomic_dir, read_json, write_json
 from xlpo.models import adapter_hash
@@ -164,11 +165,25 @@ def resume_point(accelerator, output_dir: Path, expect: dict) -> tuple[Path, dic
     return path, state
 
 
-def damaged_checkpoints(output_dir: Path) -> list[tuple[Path, str]]:
-    """Each checkpoint of `output_dir` that is not what was saved, with the reason (one process)."""
-    found = [(path, read_manifest(path)) for path in _checkpoints(output_dir)]
-    problems = [(path, files if isinstance(files, str) else files_problem(path, files)) for path, files in found]
-    return [(path, problem) for path, problem in problems if problem]
+def discard_damaged(output_dir: Path, log: Callable[[str], None]) -> bool:
+    """Remove the checkpoints of `output_dir` that are not what was saved, saying why (one process: for the
+    pipelines that train on, where `--resume` would stop); returns whether any checkpoint is left to resume."""
+    for path in _checkpoints(output_dir):
+        problem = folder_problem(path)
+        if problem:
+            log(f"  {path}: {problem}: removed")
+            shutil.rmtree(path)
+    return bool(_checkpoints(output_dir))
+
+
+def training_problem(run_dir: Path) -> str | None:
+    """Why the training run folder `run_dir` holds no usable result: "missing" (not finished), or its
+    adapter/ or model/ is damaged (its manifest says so)."""
+    saved = [run_dir / name for name in ("adapter", "model") if (run_dir / name).is_dir()]
+    if not (run_dir / "train_summary.json").is_file() or not saved:
+        return "missing"
+    problem = saved_folder_problem(saved[0])
+    return f"{saved[0].name}/: {problem}" if problem else None
 
 
 def load_checkpoint(accelerator, path: Path) -> None:
