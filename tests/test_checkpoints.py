@@ -169,6 +169,20 @@ def test_a_damaged_adapter_is_a_one_line_error(tmp_path, checkpointed):
     check_adapter(str(adapter))
 
 
+@pytest.mark.parametrize("key", ["model.adapter", "reference.adapter"])
+def test_training_checks_its_adapters_before_loading_a_model(tmp_path, tiny_model_dir, checkpointed, monkeypatch,
+                                                             key):
+    import xlpo.train.trainer as trainer_module
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(checkpointed / "adapter", adapter)
+    (adapter / "adapter_config.json").write_text("{")
+    monkeypatch.setattr(trainer_module, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    with pytest.raises(UserError, match=r"adapter_config.json: not valid JSON"):
+        train(_config(tmp_path / "run", tiny_model_dir, f"{key}={adapter}", "training.max_steps=1"))
+    assert not (tmp_path / "run").exists()
+
+
 def test_adapter_config_lists_target_modules_in_a_fixed_order(checkpointed):
     saved = json.loads((checkpointed / "adapter" / "adapter_config.json").read_text())["target_modules"]
     assert len(saved) > 2 and saved == sorted(saved)

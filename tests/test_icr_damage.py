@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 from conftest import make_random_adapter
+from test_icr_pipeline import _config as icr_config
 
 import xlpo.icr.sample as sample_mod
 from xlpo.errors import UserError
-from xlpo.icr.config import load_icr_config
 from xlpo.icr.pipeline import recompute_stats, run_icr
 from xlpo.icr.rundir import IterationDir
 
@@ -20,15 +20,8 @@ STAGES = ("sample", "score", "alpha", "pairs", "train", "stats")
 
 
 def _config(run_dir, model_dir, adapter, shared_data, *extra):
-    prompts = shared_data / "icr" / "ultrafeedback_binarized" / "subset" / "random_1000"
-    return load_icr_config(None, [
-        f"run_dir={run_dir}", "iterations=1", f"policy.name_or_path={model_dir}", f"policy.adapter={adapter}",
-        "policy.dtype=float32", f"prompts.dir={prompts}", "prompts.languages=[en, es]", "prompts.limit=2",
-        "sampling.n=3", "sampling.max_new_tokens=6", "sampling.batch_size=2", "sampling.backend=hf",
-        "sampling.chunk_size=1", "sampling.temperature=1.5", "reward.batch_size=4", "stats.language_id=false",
-        "train.lora={r: 4, alpha: 8, dropout: 0.0}", "train.data.max_length=400", "train.data.max_prompt_length=300",
-        "train.training={batch_size: 2, max_steps: 1, learning_rate: 1.0e-3, progress: false, report_to: none}",
-        *extra])
+    return icr_config(run_dir, model_dir, adapter, shared_data, "stats.language_id=false",
+                      "train.training.report_to=none", *extra)
 
 
 @pytest.fixture(scope="module")

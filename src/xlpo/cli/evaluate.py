@@ -32,12 +32,13 @@ def rewards(
 
     from xlpo.cli import quiet_libraries
     from xlpo.eval.rewards import ScoringRequest, score_run
-    from xlpo.fileio import read_json
+    from xlpo.fileio import check_output_dir, read_json
 
     if chat_format not in ("tokenizer", "zephyr", "none"):
         raise typer.BadParameter("expected tokenizer, zephyr or none", param_hint="--chat-format")
     if dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise typer.BadParameter("expected auto, float32, bfloat16 or float16", param_hint="--dtype")
+    check_output_dir(out, "--out")
     quiet_libraries()
     console = Console()
     run = score_run(ScoringRequest(data=str(data), out_dir=str(out), model=model, adapter=adapter,
