@@ -16,7 +16,9 @@ def train(
     config: Annotated[str | None, typer.Argument(
         help="YAML config: a file, or a shipped config's name (`xlpo configs`); omit to use only defaults and overrides.")] = None,
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. loss.name=dpo loss.beta=0.1")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in training.output_dir.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help=(
+        "Continue from the newest intact checkpoint in training.output_dir (checked against its manifest).")
+    )] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate the config and print it; train nothing.")] = False,
 ) -> None:
     """Train a model on preference pairs with any registered loss (LoRA or full fine-tuning)."""
