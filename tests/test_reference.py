@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from xlpo.data.records import load_preferences
 from xlpo.data.tokenize import PairTokenizer
-from xlpo.eval.pair_logps import score_pairs
+from xlpo.pair_logps import score_pairs
 from xlpo.models import load_adapter, load_model
 from xlpo.train.config import load_config
 from xlpo.train.trainer import Trainer, train

@@ -17,10 +17,10 @@ from xlpo.data.records import PreferenceRecord, load_preferences
 from xlpo.data.tokenize import PairTokenizer, fingerprint
 from xlpo.errors import UserError
 from xlpo.eval.analysis.accuracy import accuracy_table
-from xlpo.eval.pair_logps import score_pairs
 from xlpo.fileio import read_json, read_jsonl, write_json, write_jsonl
 from xlpo.model_card import record_evaluation
 from xlpo.models import adapter_hash, load_policy, load_tokenizer, reference_mode
+from xlpo.pair_logps import score_pairs
 from xlpo.progress import Progress
 from xlpo.versions import library_versions
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from xlpo.eval.pair_logps import score_pairs
 from xlpo.fileio import atomic_path
 from xlpo.models import (adapter_hash, cache_root, frozen_copy, is_peft, load_adapter, load_model, reference_mode,
                          resolve_dtype, training_load_dtype)
+from xlpo.pair_logps import score_pairs
 from xlpo.train.distributed import all_processes, is_partitioned, place, prepare_frozen, whole_parameters
 from xlpo.progress import Progress
 
