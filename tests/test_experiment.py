@@ -111,6 +111,20 @@ def test_each_run_trains_with_its_own_seed_learning_rate_and_directory(tmp_path)
     assert train_cfg.loss.name == "capo" and train_cfg.data.train == str(tmp_path / "data" / "train.jsonl")
 
 
+def test_a_partial_train_section_completes_the_defaults_it_does_not_name(tmp_path):
+    """`train: {training: {seed: 7}}` changes the seed alone: the embedded model's dtype, the LoRA, data and
+    other training settings stay the experiment's defaults (they used to be dropped silently)."""
+    path = tmp_path / "exp.yaml"
+    path.write_text("train:\n  training:\n    seed: 7\n", encoding="utf-8")
+    default, partial = load_experiment(None, []), load_experiment(str(path), [])
+    assert partial.seed_list() == [7] and partial.default_lr() == default.default_lr() == 5e-4
+    method = default.all_methods()[0]
+    want = run_train_config(default, RunPlan(method, 7, 5e-4, lr_in_name=False), tmp_path).model_dump()
+    got = run_train_config(partial, RunPlan(method, 7, 5e-4, lr_in_name=False), tmp_path).model_dump()
+    assert got == want and got["model"]["dtype"] == "float32" and got["data"]["max_length"] == 384
+    assert load_experiment(None, ["train.training.seed=7"]).train == partial.train  # an override is the same
+
+
 def _entry(lr, sums, means):
     accuracy = {lang: {"sum": {"acc": s, "n": 4}, "mean": {"acc": m, "n": 4}} for lang, s, m in zip("abc", sums, means)}
     return validation_entry(lr, f"run-{lr}", {**accuracy, "all": {"sum": {"acc": 0.99, "n": 12},

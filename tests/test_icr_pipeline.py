@@ -28,6 +28,7 @@ from xlpo.icr.rundir import IterationDir
 from xlpo.icr.prompts import crosslingual_instruction, load_parallel_prompts
 from xlpo.icr.response_logps import ResponseEncoder, shared_prompt_logprobs
 from xlpo.models import load_policy, load_tokenizer
+from xlpo.train.config import ModelSpec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -402,8 +403,7 @@ def test_bad_inputs_are_refused_before_the_run_directory_is_written(tmp_path, ti
 def test_vllm_starts_after_the_hf_models_are_gone(tmp_path, tiny_model_dir, policy_adapter, shared_data, monkeypatch):
     """vLLM claims a share of the GPU's free memory when it starts: no HF model of ours may hold any."""
     config = _config(tmp_path / "run", tiny_model_dir, policy_adapter, shared_data)
-    models = policies.Models(config, policies.PolicySpec(str(tiny_model_dir), str(policy_adapter)),
-                             policies.PolicySpec(str(tiny_model_dir)))
+    models = policies.Models(config, ModelSpec(str(tiny_model_dir), str(policy_adapter)), ModelSpec(str(tiny_model_dir)))
     with models.reference():
         pass
     policy = weakref.ref(models.policy)

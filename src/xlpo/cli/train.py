@@ -8,6 +8,7 @@ import typer
 
 from xlpo.cli.command import DryRun, Overrides, app, config_command, config_to_run
 from xlpo.train.config import load_config, options_help
+from xlpo.train.run import TrainRun
 
 
 @app.command(cls=config_command(options_help), context_settings={"max_content_width": 140})
@@ -30,4 +31,4 @@ def train(
         final = result.final_metrics
         typer.echo(f"trained {result.steps} steps: loss {final.get('loss', float('nan')):.4f}, "
                    f"reward accuracy {final.get('rewards/accuracies', float('nan')):.3f}")
-        typer.echo(f"saved {result.summary['saved']} (metrics: {result.output_dir / 'metrics.jsonl'})")
+        typer.echo(f"saved {result.summary['saved']} (metrics: {TrainRun(result.output_dir).metrics_file})")

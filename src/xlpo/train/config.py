@@ -5,6 +5,8 @@ Field descriptions double as the CLI help; reading, overrides and errors are xlp
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -118,6 +120,17 @@ class TrainingSection(Section):
         return list(dict.fromkeys(names))
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model as base weights + an optional LoRA adapter: a policy, or the reference a policy trains against."""
+
+    base: str
+    adapter: str | None = None
+
+    def __str__(self) -> str:
+        return self.base + (f" + adapter {self.adapter}" if self.adapter else "")
+
+
 class TrainConfig(Section):
     model: ModelSection = Field(default_factory=ModelSection)
     lora: LoraSection = Field(default_factory=LoraSection)
@@ -134,6 +147,10 @@ class TrainConfig(Section):
                              "estimate pairs each prompt with another example's completion in the step's batch)")
         return self
 
+    def reference_spec(self) -> ModelSpec:
+        """The reference: reference.name_or_path (default: the starting model's base) + reference.adapter."""
+        return ModelSpec(self.reference.name_or_path or self.model.name_or_path, self.reference.adapter)
+
 
 def config_from_dict(raw: dict, prefix: str = "") -> TrainConfig:
     """Validate a nested dict; errors name the dotted key (under `prefix`, e.g. 'train: ')."""
@@ -144,6 +161,40 @@ def config_from_dict(raw: dict, prefix: str = "") -> TrainConfig:
         config.loss = LossSection(name=config.loss.name, **config.loss.params())
     except UserError as exc:
         raise UserError(str(exc).replace("config: ", f"config: {prefix}", 1)) from None
+    return config
+
+
+def merge_train_sections(*sections: dict) -> dict:
+    """Partial training configs (nested dicts) merged, each over those before it: the one merge rule.
+
+    A section merges key by key, to any depth; a value or a list replaces what was there. A `loss` that
+    names another loss replaces the loss whole (hyper-parameters belong to their loss); one that names
+    the same loss, or none, changes only the parameters it gives.
+    """
+    merged: dict = {}
+    for section in sections:
+        loss, new = merged.get("loss"), section.get("loss")
+        if isinstance(loss, dict) and isinstance(new, dict) and new.get("name", loss.get("name")) != loss.get("name"):
+            merged = {k: v for k, v in merged.items() if k != "loss"}
+        merged = _deep_merge(merged, section)
+    return merged
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        out[key] = (_deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict)
+                    else copy.deepcopy(value))
+    return out
+
+
+def derive_train_config(*sections: dict, prefix: str = "", reference: ModelSpec | None = None) -> TrainConfig:
+    """A run's TrainConfig from partial sections, later over earlier (`merge_train_sections`): e.g. a
+    pipeline's defaults, its config's `train:` section, then what the run sets itself (model, data, seed);
+    with `reference`, training against that model instead of the default (the starting base weights)."""
+    config = config_from_dict(merge_train_sections(*sections), prefix)
+    if reference is not None:
+        config.reference.name_or_path, config.reference.adapter = reference.base, reference.adapter
     return config
 
 
