@@ -193,6 +193,7 @@ def test_help_and_config_errors_do_not_import_torch(tmp_path):
 # --------------------------------------------------------------------------- installed from a wheel
 
 
+@pytest.mark.e2e
 def test_shipped_configs_from_a_wheel_installed_outside_the_checkout(tmp_path):
     # Build from a copy of the sources (setuptools writes build/ beside them), with one extra nested
     # config to show that subfolders (accelerate/...) are packaged too.

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import first_fast
 from safetensors.torch import load_file
 
 from xlpo.data.batching import plan_epoch
@@ -62,7 +63,7 @@ def test_config_from_this_suite_trains_all_examples(tmp_path, tiny_model_dir):
     assert any(k.startswith("rewards/accuracies/") for k in last)
 
 
-@pytest.mark.parametrize("loss", LOSS_NAMES)
+@pytest.mark.parametrize("loss", first_fast(LOSS_NAMES))
 def test_full_finetuning_changes_every_weight_tensor(tmp_path, tiny_model_dir, loss):
     cfg = _config(tmp_path, tiny_model_dir, f"loss.name={loss}", "lora.enabled=false", "training.max_steps=2",
                   "training.warmup_ratio=0")
@@ -273,6 +274,7 @@ def test_skipped_examples_are_reported_by_id(tmp_path, tiny_model_dir):
     assert result.summary["pairs"] == 12 - len(skipped)
 
 
+@pytest.mark.distributed
 @pytest.mark.parametrize("loss", ["dpo", "kto"])
 def test_two_processes_match_one_process(tmp_path, tiny_model_dir, loss):
     """torchrun with 2 gloo processes x batch 2 equals 1 process x batch 4 (same global batch); for KTO
