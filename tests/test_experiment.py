@@ -151,6 +151,24 @@ def test_choose_lr_takes_the_best_macro_accuracy_then_the_other_definition_then_
     assert choose_lr(same, "sum") == 1e-4 and choose_lr(same, "mean") == 1e-4
 
 
+def test_the_smallest_experiment_runs_and_a_rerun_reuses_every_stage(tmp_path, tiny_model_dir, shared_data,
+                                                                      monkeypatch):
+    """The fast tier's run of the whole study: two methods, one seed, one pair per direction and split,
+    one step each; a rerun finds every stage done (the e2e tests below run the full study)."""
+    monkeypatch.setenv("XLPO_SHARED_DATA", str(shared_data))
+    overrides = [f"out_dir={tmp_path / 'study'}", "data.per_split=1", "data.directions=[en-de, en-zh]",
+                 f"train.model.name_or_path={tiny_model_dir}", "train.training.max_steps=1",
+                 f"train.reference.cache_dir={tmp_path / 'ref'}", "train.training.progress=false",
+                 "methods=[{name: dpo, loss: {name: dpo}}, {name: capo, loss: {name: capo}}]", "capo_inverse=false"]
+    report = run_experiment(load_experiment(None, overrides), log=lambda m: None)
+    assert {"report.html", "report.md", "results.json"} <= {p.name for p in report.iterdir()}
+    logs: list[str] = []
+    run_experiment(load_experiment(None, overrides), log=logs.append)
+    assert sum("reusing" in m for m in logs) == 1 + 2 and sum("up to date" in m for m in logs) == 3
+    assert not [m for m in logs if m.startswith("train ") and "reusing" not in m]
+
+
+@pytest.mark.e2e
 def test_experiment_end_to_end_on_real_mtpe_data(tmp_path, tiny_model_dir, shared_data, monkeypatch):
     monkeypatch.setenv("XLPO_SHARED_DATA", str(shared_data))
     overrides = [f"out_dir={tmp_path / 'study'}", "data.per_split=1", f"train.model.name_or_path={tiny_model_dir}",
@@ -188,6 +206,7 @@ def test_experiment_end_to_end_on_real_mtpe_data(tmp_path, tiny_model_dir, share
     assert sum("up to date" in m for m in logs) == 7
 
 
+@pytest.mark.e2e
 def test_experiment_with_seeds_and_a_learning_rate_chosen_on_validation(tmp_path, tiny_model_dir, shared_data,
                                                                          monkeypatch):
     monkeypatch.setenv("XLPO_SHARED_DATA", str(shared_data))
