@@ -12,7 +12,8 @@ import yaml
 
 from xlpo.config import parse_override
 from xlpo.errors import UserError
-from xlpo.train.config import ModelSpec, TrainConfig, derive_train_config, load_config, merge_train_sections, options_help
+from xlpo.model_spec import ModelSpec
+from xlpo.train.config import TrainConfig, derive_train_config, load_config, merge_train_sections, options_help
 
 XLPO = Path(sys.executable).parent / "xlpo"
 

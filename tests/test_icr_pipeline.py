@@ -27,8 +27,8 @@ from xlpo.icr.pipeline import recompute_stats, run_icr
 from xlpo.icr.rundir import IterationDir
 from xlpo.icr.prompts import crosslingual_instruction, load_parallel_prompts
 from xlpo.icr.response_logps import ResponseEncoder, shared_prompt_logprobs
+from xlpo.model_spec import ModelSpec
 from xlpo.models import load_policy, load_tokenizer
-from xlpo.train.config import ModelSpec
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,9 +14,10 @@ from safetensors.torch import load_file, save_file
 
 from xlpo.data.records import load_preferences
 from xlpo.data.tokenize import PairTokenizer
+from xlpo.model_spec import ModelSpec
 from xlpo.models import attach_reference, load_adapter, load_model, load_policy
 from xlpo.pair_logps import score_pairs
-from xlpo.train.config import ModelSpec, load_config
+from xlpo.train.config import load_config
 from xlpo.train.trainer import Trainer, train
 
 FIXTURE = Path(__file__).parent / "fixtures" / "prefs_small.jsonl"

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from xlpo.errors import UserError
-from xlpo.train.config import ModelSpec, load_config
+from xlpo.model_spec import ModelSpec
+from xlpo.train.config import load_config
 from xlpo.train.run import TrainRun
 
 

@@ -18,7 +18,8 @@ from safetensors.torch import load_file
 from xlpo.data.batching import plan_epoch
 from xlpo.errors import TrainingError
 from xlpo.losses import LOSSES, LossOutput, LossSpec
-from xlpo.train.config import ModelSpec, load_config
+from xlpo.model_spec import ModelSpec
+from xlpo.train.config import load_config
 from xlpo.train.metrics import summarize
 from xlpo.train.run import TrainRun
 from xlpo.train.trainer import Trainer, train

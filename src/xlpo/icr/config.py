@@ -16,7 +16,8 @@ from xlpo.config import Nested, Section, load_raw, validate as validate_schema
 from xlpo.errors import UserError
 from xlpo.icr.prompts import language_name
 from xlpo.icr.reward import REWARD_KINDS
-from xlpo.train.config import ModelSpec, TrainConfig, derive_train_config, merge_train_sections
+from xlpo.model_spec import ModelSpec
+from xlpo.train.config import TrainConfig, derive_train_config, merge_train_sections
 
 RewardKind = Literal["crosslingual", "multilingual", "translate"]
 

@@ -28,7 +28,7 @@ from xlpo.icr.policies import Models
 from xlpo.icr.prompts import LANGUAGE_NAMES, Prompt, crosslingual_instruction, load_parallel_prompts
 from xlpo.icr.rundir import IterationDir, check_run_dir, write_in_parts
 from xlpo.icr.stats import identify_languages, iteration_stats, judge_requests, read_judge_labels, run_judge
-from xlpo.train.config import ModelSpec
+from xlpo.model_spec import ModelSpec
 from xlpo.train.run import TrainRun
 from xlpo.train.trainer import train
 

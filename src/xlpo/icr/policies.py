@@ -11,7 +11,7 @@ from xlpo.icr import response_logps
 from xlpo.icr.config import ICRConfig
 from xlpo.icr.sample import engine_settings
 from xlpo.models import attach_reference, load_policy, load_tokenizer, release_memory
-from xlpo.train.config import ModelSpec
+from xlpo.model_spec import ModelSpec
 
 
 class Models:

@@ -6,7 +6,6 @@ Field descriptions double as the CLI help; reading, overrides and errors are xlp
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +14,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator, model_
 from xlpo.config import Section, describe, load_raw, options_help as schema_help, validate
 from xlpo.errors import UserError
 from xlpo.loss_params import LOSS_PARAMS, params_of
+from xlpo.model_spec import ModelSpec
 
 # accelerate's tracker names (accelerate.utils.LoggerType; a test keeps the two lists equal): named here
 # so that reading a config needs no torch.
@@ -118,17 +118,6 @@ class TrainingSection(Section):
         if unknown:
             raise ValueError(f"unknown tracker {unknown[0]!r}: expected none, all or any of {', '.join(TRACKERS)}")
         return list(dict.fromkeys(names))
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A model as base weights + an optional LoRA adapter: a policy, or the reference a policy trains against."""
-
-    base: str
-    adapter: str | None = None
-
-    def __str__(self) -> str:
-        return self.base + (f" + adapter {self.adapter}" if self.adapter else "")
 
 
 class TrainConfig(Section):

@@ -16,7 +16,8 @@ import yaml
 
 from xlpo.errors import UserError
 from xlpo.fileio import iter_jsonl
-from xlpo.train.config import ModelSpec, TrainConfig, config_from_dict
+from xlpo.model_spec import ModelSpec
+from xlpo.train.config import TrainConfig, config_from_dict
 
 
 @dataclass(frozen=True)
