@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from xlpo.config import Nested, Section, load_raw, validate
+from xlpo.config import Section, load_raw, validate
 from xlpo.data.mtpe.common import SPLITS, split_sizes
 from xlpo.errors import UserError
-from xlpo.train.config import TrainConfig, TrainingSection, derive_train_config, merge_train_sections
+from xlpo.train.config import TrainConfig, TrainingSection, derive_train_config, partial_train_section
 
 
 class DataPlan(Section):
@@ -101,10 +101,13 @@ def _default_train() -> dict[str, Any]:
                          "warmup_ratio": 0.1, "seed": 42, "save_steps": 5, "progress": False}}
 
 
+SharedTrain = partial_train_section(_default_train)
+
+
 class ExperimentConfig(Section):
     out_dir: str = Field("runs/capo-mtpe", description="Run directory; finished stages found here are reused.")
     data: DataPlan = Field(default_factory=DataPlan)
-    train: Annotated[dict[str, Any], Nested(TrainConfig)] = Field(default_factory=_default_train, description="Training config shared by all methods (model, lora, data formatting, training); given in part, it completes the defaults (docs/training.md: partial training sections).")
+    train: SharedTrain = Field(default_factory=_default_train, description="Training config shared by all methods (model, lora, data formatting, training); given in part, it completes the defaults (docs/training.md: partial training sections).")
     methods: list[Method] = Field(default_factory=_default_methods)
     capo_inverse: bool = Field(True, description="Also train CAPO with the inverse RRM orientation (b/a).")
     alpha_sweep: list[float] = Field(default_factory=list, description="Extra CAPO runs with these alphas.")
@@ -113,11 +116,6 @@ class ExperimentConfig(Section):
     eval: EvalPlan = Field(default_factory=EvalPlan)
     analysis: AnalysisPlan = Field(default_factory=AnalysisPlan)
     runner: RunnerPlan = Field(default_factory=RunnerPlan)
-
-    @field_validator("train", mode="before")
-    @classmethod
-    def _complete(cls, given: Any) -> Any:
-        return merge_train_sections(_default_train(), given) if isinstance(given, dict) else given
 
     @field_validator("seeds")
     @classmethod

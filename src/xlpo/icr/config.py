@@ -8,18 +8,33 @@ which each iteration fills in; given in part, it completes the defaults by the o
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from xlpo.config import Nested, Section, load_raw, validate as validate_schema
+from xlpo.config import Section, load_raw, validate as validate_schema
 from xlpo.errors import UserError
 from xlpo.icr.prompts import language_name
 from xlpo.icr.reward import REWARD_KINDS
 from xlpo.model_spec import ModelSpec
-from xlpo.train.config import TrainConfig, derive_train_config, merge_train_sections
+from xlpo.train.config import TrainConfig, derive_train_config, partial_train_section
 
 RewardKind = Literal["crosslingual", "multilingual", "translate"]
+
+
+def _default_train() -> dict[str, Any]:
+    # The paper's recipe (DPO+NLL, beta 0.1, lr 5e-7, batch 16, one epoch, cosine, 3% warm-up), with LoRA.
+    return {"loss": {"name": "dpo_nll", "beta": 0.1},
+            "training": {"epochs": 1, "batch_size": 16, "learning_rate": 5e-7, "lr_scheduler": "cosine",
+                         "warmup_ratio": 0.03}}
+
+
+def _default_init_train() -> dict[str, Any]:
+    return {"loss": {"name": "dpo", "beta": 0.1}}
+
+
+IterationTrain = partial_train_section(_default_train)
+InitTrain = partial_train_section(_default_init_train)
 
 
 class PolicySection(Section):
@@ -39,13 +54,7 @@ class ReferenceSection(Section):
 class InitSection(Section):
     pairs: str | None = Field(None, description="Make the English-aligned initial policy first (iteration 0): a preference JSONL to train a LoRA adapter on from policy.name_or_path, or 'mtpe' to build CAPO's MTPE pairs from the staged data.")
     mtpe_per_split: int = Field(10, gt=0, description="With init.pairs=mtpe: pairs per translation direction.")
-    train: Annotated[dict[str, Any], Nested(TrainConfig)] = Field(default_factory=lambda: {"loss": {"name": "dpo", "beta": 0.1}}, description="Overrides of the train section for iteration 0 (e.g. loss, training.max_steps).")
-
-    @field_validator("train", mode="before")
-    @classmethod
-    def _complete(cls, given: Any) -> Any:
-        default = cls.model_fields["train"].get_default(call_default_factory=True)
-        return merge_train_sections(default, given) if isinstance(given, dict) else given
+    train: InitTrain = Field(default_factory=_default_init_train, description="Overrides of the train section for iteration 0 (e.g. loss, training.max_steps).")
 
 
 class PromptsSection(Section):
@@ -92,13 +101,6 @@ class StatsSection(Section):
     seed: int = Field(0, description="Seed for choosing the judged pairs and their answer order.")
 
 
-def _default_train() -> dict[str, Any]:
-    # The paper's recipe (DPO+NLL, beta 0.1, lr 5e-7, batch 16, one epoch, cosine, 3% warm-up), with LoRA.
-    return {"loss": {"name": "dpo_nll", "beta": 0.1},
-            "training": {"epochs": 1, "batch_size": 16, "learning_rate": 5e-7, "lr_scheduler": "cosine",
-                         "warmup_ratio": 0.03}}
-
-
 class ICRConfig(Section):
     run_dir: str = Field("runs/icr", description="Run directory: every artifact goes under run_dir/iter-<t>/; finished stages found there are reused.")
     iterations: int = Field(2, gt=0, description="Iterations T.")
@@ -108,13 +110,8 @@ class ICRConfig(Section):
     prompts: PromptsSection = Field(default_factory=PromptsSection)
     sampling: SamplingSection = Field(default_factory=SamplingSection)
     reward: RewardSection = Field(default_factory=RewardSection)
-    train: Annotated[dict[str, Any], Nested(TrainConfig)] = Field(default_factory=_default_train, description="Training config of every iteration (loss, lora, data formatting, training); model and data.train are set per iteration.")
+    train: IterationTrain = Field(default_factory=_default_train, description="Training config of every iteration (loss, lora, data formatting, training); model and data.train are set per iteration.")
     stats: StatsSection = Field(default_factory=StatsSection)
-
-    @field_validator("train", mode="before")
-    @classmethod
-    def _complete(cls, given: Any) -> Any:
-        return merge_train_sections(_default_train(), given) if isinstance(given, dict) else given
 
     @model_validator(mode="after")
     def _checks(self):

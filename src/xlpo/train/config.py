@@ -6,12 +6,13 @@ Field descriptions double as the CLI help; reading, overrides and errors are xlp
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from xlpo.config import Section, describe, load_raw, options_help as schema_help, validate
+from xlpo.config import Nested, Section, describe, load_raw, options_help as schema_help, validate
 from xlpo.errors import UserError
 from xlpo.loss_params import LOSS_PARAMS, params_of
 from xlpo.model_spec import ModelSpec
@@ -175,6 +176,16 @@ def _deep_merge(base: dict, extra: dict) -> dict:
         out[key] = (_deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict)
                     else copy.deepcopy(value))
     return out
+
+
+def partial_train_section(defaults: Callable[[], dict]) -> Any:
+    """The type of a pipeline's `train:` field: a training config given in part, completed by `defaults()`
+    with the one merge rule when the config is read (overrides below it are typed by TrainConfig)."""
+
+    def complete(given: Any) -> Any:
+        return merge_train_sections(defaults(), given) if isinstance(given, dict) else given
+
+    return Annotated[dict[str, Any], Nested(TrainConfig), BeforeValidator(complete)]
 
 
 def derive_train_config(*sections: dict, prefix: str = "", reference: ModelSpec | None = None) -> TrainConfig:
