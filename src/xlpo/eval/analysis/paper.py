@@ -46,7 +46,8 @@ VERDICTS = {
 }
 LEGEND = ("Every verdict is a test stated in advance, never tuned toward the paper's figures. Intervals are 95% "
           "Welch-Satterthwaite t intervals that add the between-seed variance of each trained method (its runs "
-          "with different training seeds) to the variance over evaluation pairs; correlations across languages "
+          "with different training seeds, the variance pooled over the study's methods with two seeds or more) to "
+          "the variance over evaluation pairs; correlations across languages "
           "use Pearson's Fisher-z interval (n >= 4 languages) or its p < 0.05 (n = 3). Each verdict's rate "
           "under a false claim is at most 5%, measured by simulation (docs/analysis.md). Ties are not wins. "
           "There is no 'partly agrees'.")
