@@ -16,7 +16,14 @@ from scipy.stats import t as student_t
 
 from xlpo.errors import UserError
 from xlpo.eval.analysis.accuracy import accuracy_table, reward_differences
-from xlpo.eval.analysis.compare import accuracy_comparison, mean_difference, shift_comparison, statistic_difference
+from xlpo.eval.analysis.compare import (
+    Difference,
+    accuracy_comparison,
+    format_difference,
+    mean_difference,
+    shift_comparison,
+    statistic_difference,
+)
 from xlpo.eval.analysis.correlation import fisher_interval, pearson
 from xlpo.eval.analysis.driver import analyze
 from xlpo.eval.analysis.groups import Group, alpha_sweep, group_accuracy, group_runs
@@ -707,3 +714,26 @@ def test_headline(synthetic, tmp_path):
     rows = small["headline"]["definitions"]["sum"]
     assert [r["lang"] for r in rows if r["underpowered"]] == ["de", "zh"]
     assert "de (underpowered)" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_equal_within_is_two_one_sided_t_tests_at_five_percent():
+    """`Difference.equal_within` against the slow obvious version: both one-sided p-values (H0: diff <= -m, H0:
+    diff >= +m) below 0.05, with the interval's own t and degrees of freedom."""
+    rng = np.random.default_rng(3)
+    said = 0
+    for _ in range(400):
+        diff, se, df, margin = rng.normal(0, 0.03), rng.uniform(0.002, 0.03), rng.uniform(2, 200), 0.03
+        d = Difference(diff, se, df, 300, (8, 8), (0.02, 0.02), True, (-1.0, 1.0))
+        p_low, p_high = student_t.sf((diff + margin) / se, df), student_t.cdf((diff - margin) / se, df)
+        assert d.equal_within(margin) == (p_low < 0.05 and p_high < 0.05)
+        said += d.equal_within(margin)
+    assert 0 < said < 400
+    one_seed = Difference(0.001, 0.001, 50, 300, (1, 8), (None, 0.02), False, (-1.0, 1.0))
+    assert not one_seed.equal_within()
+
+
+def test_the_headline_says_equal_within_three_points_only_where_the_interval_includes_zero():
+    equal = Difference(0.0073, 0.0124, 24.9, 600, (8, 8), (0.02, 0.02), True, (-1.0, 1.0))  # the decisive study
+    assert format_difference(equal.to_dict(), unit="", words=True) == "+0.7 [95% CI -1.8, +3.3], equal within ±3"
+    wide = Difference(0.007, 0.02, 24.9, 600, (8, 8), (0.02, 0.02), True, (-1.0, 1.0))
+    assert format_difference(wide.to_dict(), unit="", words=True).endswith("not established")

@@ -41,6 +41,9 @@ from xlpo.eval.analysis.groups import Group
 from xlpo.eval.analysis.kde import kde_weighted_means
 
 
+EQUIVALENCE_MARGIN = 0.03  # "equal" means within 3 points of accuracy (the margin issue 24 fixed before its run)
+
+
 @dataclass(frozen=True)
 class Difference:
     """Target minus baseline of one statistic, with the pieces of its interval."""
@@ -87,10 +90,18 @@ class Difference:
             return "not established"
         return "above 0" if lo > 0 else "below 0" if hi < 0 else "includes 0"
 
+    def equal_within(self, margin: float = EQUIVALENCE_MARGIN) -> bool:
+        """Equivalence by two one-sided tests at 5% each (TOST): the 90% interval lies inside (-margin, +margin).
+        Never for an underpowered or single-seed comparison, whose interval does not cover what it must."""
+        lo, hi = self.bounds(1 - 2 * (1 - CI_LEVEL))
+        return self.status not in ("underpowered", "not established") and -margin < lo and hi < margin
+
     def to_dict(self) -> dict[str, Any]:
+        lo90, hi90 = self.bounds(1 - 2 * (1 - CI_LEVEL))
         return {"diff": self.diff, "lo": self.lo, "hi": self.hi, "se": self.se, "df": self.df, "n": self.n,
                 "seeds": list(self.seeds), "seed_sd": list(self.seed_sd), "covers_seeds": self.covers_seeds,
-                "status": self.status}
+                "status": self.status, "equivalence": {"margin": EQUIVALENCE_MARGIN, "lo90": lo90, "hi90": hi90,
+                                                        "equal": self.equal_within()}}
 
 
 @dataclass
@@ -129,6 +140,8 @@ def format_difference(d: Mapping[str, Any] | None, scale: float = 100.0, unit: s
         return f"{text}, underpowered ({d['n']} pairs)"
     if status == "not established" and not d.get("covers_seeds", True):
         return f"{text}, not established (one training seed: the interval covers pairs only)"
+    if status == "includes 0" and (d.get("equivalence") or {}).get("equal"):
+        return f"{text}, equal within ±{d['equivalence']['margin'] * scale:g}{unit}"
     return f"{text}, not established" if status in ("not established", "includes 0") else text
 
 
