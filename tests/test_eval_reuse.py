@@ -125,7 +125,7 @@ def test_the_experiment_builds_damaged_data_and_trains_a_damaged_adapter_again(t
     capo_mtpe._data_stage(config, out, logs.append)
     assert "building" in logs[0] and (data / "train.jsonl").read_bytes() == train_rows
     run = first_runs(config)[0]
-    run_dir = capo_mtpe._train_stage(config, run, out, logs.append)
+    run_dir = capo_mtpe._train_stage(config, run, out, logs.append).dir
     capo_mtpe._train_stage(config, run, out, logs.append)
     assert "reusing" in logs[-1]
     weights = run_dir / "adapter" / "adapter_model.safetensors"

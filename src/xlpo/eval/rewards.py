@@ -11,18 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from xlpo.checksums import file_digest, file_problem
 from xlpo.data.records import PreferenceRecord, load_preferences
 from xlpo.data.tokenize import PairTokenizer, fingerprint
 from xlpo.errors import UserError
 from xlpo.eval.analysis.accuracy import accuracy_table
-from xlpo.eval.pair_logps import score_pairs
 from xlpo.fileio import check_output_dir, read_json, read_jsonl, write_json, write_jsonl
 from xlpo.model_card import record_evaluation
 from xlpo.models import adapter_hash, check_adapter, load_policy, load_tokenizer, reference_mode
+from xlpo.pair_logps import score_pairs
 from xlpo.progress import Progress
+from xlpo.train.run import TrainRun
 from xlpo.versions import library_versions
 
 SCORES = "scores.jsonl"
@@ -51,24 +50,6 @@ class ScoringRequest:
 
 def _text_chars(value) -> int:
     return len(value) if isinstance(value, str) else sum(len(m["content"]) for m in value)
-
-
-def _train_run_of(adapter: str | None) -> tuple[Path, dict] | None:
-    """The training run directory an adapter came from (its parent holds config.yaml) and its loss section,
-    if any (a config.yaml that does not read is not trusted: the adapter is then scored without its run).
-
-    Written as the adapter was given (relative stays relative), so a report names it as it names the adapter."""
-    if not adapter:
-        return None
-    given = Path(adapter)  # pathlib already drops a trailing slash and "." parts
-    run = given.parent if given.name not in ("", "..") else given.resolve().parent
-    if not ((run / "config.yaml").is_file() and (run / "metrics.jsonl").is_file()):
-        return None
-    try:
-        loss = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))["loss"]
-    except (yaml.YAMLError, UnicodeDecodeError, TypeError, KeyError):
-        return None
-    return (run, loss) if isinstance(loss, dict) and isinstance(loss.get("name"), str) else None
 
 
 def finished_scoring(run: Path) -> dict | None:
@@ -112,9 +93,11 @@ def score_run(req: ScoringRequest, log=None) -> Path:
     if not pairs:
         raise UserError(f"{req.data}: no pair fits max_length {req.max_length}")
     by_id: dict[str, PreferenceRecord] = {r.id: r for r in records}
-    train_dir, loss = _train_run_of(req.adapter) or (None, None)
+    trained = TrainRun.of_saved(req.adapter) if req.adapter else None
+    train_dir = trained.dir if trained is not None else None
     loss_params, method = None, req.method
-    if train_dir is not None:
+    if trained is not None:
+        loss = trained.saved_config()["loss"]
         method = method or loss["name"]
         loss_params = {k: v for k, v in loss.items() if k != "name"}
     use_reference = bool(req.adapter) and req.reference

@@ -17,7 +17,7 @@ from xlpo.errors import UserError
 from xlpo.fileio import read_json, read_jsonl, write_json, write_jsonl, write_text
 from xlpo.icr.config import ICRConfig
 from xlpo.progress import Progress
-from xlpo.train.checkpoint import training_problem
+from xlpo.train.run import TrainRun
 from xlpo.versions import library_versions
 
 # Keys that may change between runs of one run directory: they do not change any result.
@@ -105,7 +105,7 @@ def first_to_do(it: IterationDir, kinds: list[str], log: Callable[[str], None], 
         log(f"iter-{it.t}: its policy was trained again: redoing the iteration")
         shutil.rmtree(it.root)
     stages = stage_outputs(it, kinds)
-    problems = [(stage, next(filter(None, (training_problem(p) if stage == "train" else it.problem(p)
+    problems = [(stage, next(filter(None, (TrainRun(p).problem() if stage == "train" else it.problem(p)
                                            for p in outputs)), None)) for stage, outputs in stages]
     first = next((i for i, (_, problem) in enumerate(problems) if problem), None)
     if first is None:

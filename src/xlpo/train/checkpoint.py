@@ -14,7 +14,7 @@ from pathlib import Path
 from accelerate.utils import broadcast_object_list, gather_object
 
 from xlpo.checksums import (MANIFEST, bytes_digest, digests, file_names, files_problem, folder_problem, read_manifest,
-                             saved_folder_problem, write_manifest)
+                             write_manifest)
 from xlpo.errors import UserError
 from xlpo.fileio import atomic_dir, read_json, write_json
 from xlpo.models import adapter_hash
@@ -174,16 +174,6 @@ def discard_damaged(output_dir: Path, log: Callable[[str], None]) -> bool:
             log(f"  {path}: {problem}: removed")
             shutil.rmtree(path)
     return bool(_checkpoints(output_dir))
-
-
-def training_problem(run_dir: Path) -> str | None:
-    """Why the training run folder `run_dir` holds no usable result: "missing" (not finished), or its
-    adapter/ or model/ is damaged (its manifest says so)."""
-    saved = [run_dir / name for name in ("adapter", "model") if (run_dir / name).is_dir()]
-    if not (run_dir / "train_summary.json").is_file() or not saved:
-        return "missing"
-    problem = saved_folder_problem(saved[0])
-    return f"{saved[0].name}/: {problem}" if problem else None
 
 
 def load_checkpoint(accelerator, path: Path) -> None:
