@@ -65,11 +65,16 @@ def _assert_trained_alike(run: TrainRun, like: TrainRun, atol: float = 1e-5) -> 
 def runs(tmp_path_factory, tiny_model_dir, policy_adapter, shared_data):
     """The same two-iteration run with its training in this process and under a 2-process launch."""
     root = tmp_path_factory.mktemp("icr-launch")
-    out = {}
+    out, logs = {}, {}
     for name, extra in (("in-process", IN_PROCESS), ("launched", LAUNCHED)):
         config = _config(root / name, tiny_model_dir, policy_adapter, shared_data, *extra)
-        run_icr(config, log=lambda line: None)
+        logs[name] = []
+        run_icr(config, log=logs[name].append)
         out[name] = config
+    # The launched run's parts were made by 2 worker processes, its trainings by accelerate launch.
+    assert sum("6 parts over 2 worker processes" in line for line in logs["launched"]) == 4  # sample, score x 2
+    assert sum("(accelerate/ddp x 2)" in line for line in logs["launched"]) == 2
+    assert not any("worker processes" in line or "accelerate/" in line for line in logs["in-process"])
     return root, out
 
 
