@@ -212,3 +212,18 @@ def test_the_paper_setup_dry_runs_as_the_paper_ran(monkeypatch, capsys):
                                    output_dir="train", reference=ModelSpec(config.policy.name_or_path))
     assert not train.lora.enabled and train.training.learning_rate == 5e-7 and train.loss.name == "dpo_nll"
     assert train.training.batch_size * train.training.grad_accum * config.train_launch.num_processes == 16
+
+
+@pytest.mark.distributed
+def test_a_failing_worker_stops_the_stage_in_one_line(tmp_path, shared_data):
+    from xlpo.icr.workers import run_workers
+    from xlpo.model_spec import ModelSpec
+
+    prompts = shared_data / "icr" / "ultrafeedback_binarized" / "subset" / "random_1000"
+    config = load_icr_config("icr-cpu-smollm2", [f"run_dir={tmp_path}", f"prompts.dir={prompts}", "sampling.processes=2"])
+    missing = ModelSpec(str(tmp_path / "no-such-model"))
+    with pytest.raises(UserError, match=r"iteration 1 sample: worker process.* exited with codes? \[?2") as info:
+        run_workers(config, IterationDir(tmp_path, 1), "sample", missing, missing, [("en", 0), ("es", 0)], 2,
+                    log=lambda line: None)
+    assert "\n" not in str(info.value)
+    assert not list((tmp_path / "iter-1" / "parts" / "sample").glob("*.jsonl"))

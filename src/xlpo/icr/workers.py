@@ -75,7 +75,9 @@ def run_workers(config: ICRConfig, it: IterationDir, stage: str, policy: ModelSp
 
 def _wait(workers: list[subprocess.Popen], it: IterationDir, stage: str, todo: list[tuple[str, int]], total: int) -> None:
     """Wait for every worker, showing the parts written; a worker that fails stops the stage (one line)."""
-    done = lambda: sum(part_file(it, stage, lang, k).is_file() for lang, k in todo)  # noqa: E731
+    def done() -> int:
+        return sum(part_file(it, stage, lang, k).is_file() for lang, k in todo)
+
     with Progress(f"iteration {it.t} {stage}", total, "parts", start=total - len(todo)) as progress:
         shown = 0
         while any(w.poll() is None for w in workers):
