@@ -20,6 +20,11 @@ from xlpo.model_spec import ModelSpec
 from xlpo.train.config import TrainConfig, config_from_dict
 
 
+def _file(name: str) -> property:
+    """A path inside the run folder, as a read-only property."""
+    return property(lambda run: run.dir / name, doc=f"the run's {name}")
+
+
 @dataclass(frozen=True)
 class TrainRun:
     """The folder `training.output_dir` of one run (it need not exist yet)."""
@@ -30,37 +35,14 @@ class TrainRun:
         object.__setattr__(self, "dir", Path(self.dir))
 
     # -- its files, named here once -------------------------------------------------------------
-    @property
-    def config_file(self) -> Path:
-        return self.dir / "config.yaml"
-
-    @property
-    def summary_file(self) -> Path:
-        return self.dir / "train_summary.json"
-
-    @property
-    def metrics_file(self) -> Path:
-        return self.dir / "metrics.jsonl"
-
-    @property
-    def versions_file(self) -> Path:
-        return self.dir / "versions.json"
-
-    @property
-    def skipped_file(self) -> Path:
-        return self.dir / "skipped.jsonl"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.dir / "checkpoints"
-
-    @property
-    def adapter(self) -> Path:
-        return self.dir / "adapter"
-
-    @property
-    def model(self) -> Path:
-        return self.dir / "model"
+    config_file = _file("config.yaml")
+    summary_file = _file("train_summary.json")
+    metrics_file = _file("metrics.jsonl")
+    versions_file = _file("versions.json")
+    skipped_file = _file("skipped.jsonl")
+    checkpoints = _file("checkpoints")
+    adapter = _file("adapter")
+    model = _file("model")
 
     def saved_as(self, lora: bool) -> Path:
         """Where the trained policy is saved: adapter/ when LoRA trained, else model/ (full weights)."""
