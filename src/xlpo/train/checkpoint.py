@@ -58,6 +58,13 @@ def _checkpoints(output_dir: Path) -> list[Path]:
     return sorted(p for p in root.glob("step-*") if p.is_dir()) if root.is_dir() else []
 
 
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest checkpoint folder, not verified (each is renamed into place once complete); `resume_point`
+    is the one that checks it."""
+    found = _checkpoints(output_dir)
+    return found[-1] if found else None
+
+
 def expected_state(config, data_fingerprint: str, num_processes: int) -> dict:
     """What a checkpoint must have been made with to resume this run: the config (less the settings that
     change no result, and less where the run folder, its data file, its adapters and the reference cache
