@@ -69,16 +69,27 @@ def one_process_memory(tmp_path_factory, sized_model_dir):
     return _results(root, "memory", 1, done.stdout + done.stderr)[0]
 
 
-@pytest.fixture(scope="module", params=list(TASKS))
-def launched(request, tmp_path_factory, sized_model_dir):
-    backend = request.param
-    root = tmp_path_factory.mktemp(f"sharding-{backend}")
-    accelerate = Path(sys.executable).with_name("accelerate")
-    command = [str(accelerate), "launch", "--config_file", str(CONFIGS / CONFIG_FILES[backend]), "--num_processes",
-               "2", "--num_machines", "1", "--main_process_port", str(free_port()), str(TESTS / "sharding_worker.py"),
-               str(_spec(root, sized_model_dir, TASKS[backend]))]
-    _, output = finish(start(command, _env()), timeout=900)
-    return backend, root, output
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory, sized_model_dir):
+    """launched(backend): (root, output) of one 2-process launch running that backend's tasks (once per module)."""
+    done: dict[str, tuple[Path, str]] = {}
+
+    def launch(backend: str) -> tuple[Path, str]:
+        if backend not in done:
+            root = tmp_path_factory.mktemp(f"sharding-{backend}")
+            accelerate = Path(sys.executable).with_name("accelerate")
+            command = [str(accelerate), "launch", "--config_file", str(CONFIGS / CONFIG_FILES[backend]),
+                       "--num_processes", "2", "--num_machines", "1", "--main_process_port", str(free_port()),
+                       str(TESTS / "sharding_worker.py"), str(_spec(root, sized_model_dir, TASKS[backend]))]
+            _, output = finish(start(command, _env()), timeout=1800)
+            done[backend] = root, output
+        return done[backend]
+
+    return launch
+
+
+def _running(task: str) -> list[str]:
+    return [backend for backend, tasks in TASKS.items() if task in tasks]
 
 
 def _largest_weight_bytes(model_dir: Path) -> int:
@@ -86,11 +97,10 @@ def _largest_weight_bytes(model_dir: Path) -> int:
         return max(math.prod(f.get_slice(key).get_shape()) * 4 for key in f.keys())
 
 
-def test_no_process_holds_the_policy_or_its_reference_whole(launched, one_process_memory, sized_model_dir):
+@pytest.mark.parametrize("backend", _running("memory"))
+def test_no_process_holds_the_policy_or_its_reference_whole(backend, launched, one_process_memory, sized_model_dir):
     """Item 2: ZeRO-3 (also without zero3_init) and FSDP2 load the policy and reload its frozen copy sharded."""
-    backend, root, output = launched
-    if "memory" not in TASKS[backend]:
-        pytest.skip(f"{backend} shards no weights")
+    root, output = launched(backend)
     allowance = _largest_weight_bytes(sized_model_dir)
     for rank, peaks in enumerate(_results(root, "memory", 2, output)):
         for part in ("policy", "reference", "all"):
@@ -98,11 +108,10 @@ def test_no_process_holds_the_policy_or_its_reference_whole(launched, one_proces
             assert peaks[part] <= bound, (backend, rank, part, peaks[part], one_process_memory[part])
 
 
-def test_the_chunked_head_runs_through_the_engine(launched):
+@pytest.mark.parametrize("backend", _running("head"))
+def test_the_chunked_head_runs_through_the_engine(backend, launched):
     """Item 3: values and gradients equal full logits; the widest logits are one chunk's, not the batch's."""
-    backend, root, output = launched
-    if "head" not in TASKS[backend]:
-        pytest.skip(f"{backend} shards no weights")
+    root, output = launched(backend)
     results = _results(root, "head", 2, output)
     assert all(r["sharded"] for r in results)
     main = results[0]
@@ -112,10 +121,9 @@ def test_the_chunked_head_runs_through_the_engine(launched):
         assert r["widest"] <= r["chunk_elements"] < r["full_elements"] / 10, (backend, r)
 
 
-def test_deepspeed_bf16_master_weights_start_from_the_fp32_checkpoint(launched):
+@pytest.mark.parametrize("backend", _running("masters"))
+def test_deepspeed_bf16_master_weights_start_from_the_fp32_checkpoint(backend, launched):
     """Item 4: DeepSpeed rounds the weights to bf16 before copying its fp32 masters; xlpo loads them again."""
-    backend, root, output = launched
-    if "masters" not in TASKS[backend]:
-        pytest.skip(f"{backend} is not DeepSpeed")
+    root, output = launched(backend)
     for r in _results(root, "masters", 2, output):
         assert r["exact"] == 1.0, (backend, r)
