@@ -13,6 +13,9 @@ writes `TASK-RANK.json` there:
   tensor (last dimension = vocabulary) any operation allocates while computing them.
 - masters: DeepSpeed bf16 full fine-tuning from an fp32 checkpoint: the fp32 master weights after prepare
   against the checkpoint's values.
+- lora_bf16 (one process, its own 1-process gloo group): LoRA on a bf16 base under FSDP2 with the policy
+  Accelerate builds for bf16, the reference pass (adapters off) as the first forward, then a training
+  backward: the dtype of each adapter gradient, or the error FSDP2 raised.
 """
 
 from __future__ import annotations
@@ -142,7 +145,8 @@ def memory(spec: dict) -> dict:
             Trainer(config, accelerator).setup()
     finally:
         trainer_module.build_reference, reference_module.Reference.prepare = build, prepare
-    return dict(tracker.peak)
+    plugin = accelerator.state.deepspeed_plugin if dist.is_deepspeed(accelerator) else None
+    return {**tracker.peak, "zero3_init_flag": plugin.zero3_init_flag if plugin else None}
 
 
 class _Widest(TorchDispatchMode):
@@ -219,7 +223,38 @@ def masters(spec: dict) -> dict:
     return {"exact": exact / total, "bf16_rounded": rounded / total}
 
 
-TASKS = {"memory": memory, "head": head, "masters": masters}
+def lora_bf16(spec: dict) -> dict:
+    """Issue 27, item 1, in one process: FSDP2 fixes which parameters it reduces gradients for at its first
+    forward; when that is the reference pass, the adapters must not look frozen there."""
+    import torch.distributed as torch_dist
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from torch.distributed.fsdp import fully_shard
+
+    from xlpo.models import apply_lora, reference_mode
+
+    if not torch_dist.is_initialized():
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(spec["port"]))
+        torch_dist.init_process_group("gloo", rank=0, world_size=1)
+    plugin = FullyShardedDataParallelPlugin(fsdp_version=2)
+    plugin.set_mixed_precision("bf16")  # Accelerate's policy: bf16 parameters, gradient sums and outputs
+    torch.manual_seed(0)
+    model = apply_lora(load_model(spec["model"], "bfloat16"), r=4, alpha=8, dropout=0.0)
+    for layer in model.base_model.model.model.layers:
+        fully_shard(layer, mp_policy=plugin.mixed_precision_policy)
+    fully_shard(model, mp_policy=plugin.mixed_precision_policy)
+    rows = _rows(model.config.vocab_size)
+    with torch.no_grad(), reference_mode(model):
+        sequence_logprobs(model, rows)
+    try:
+        sequence_logprobs(model, rows).sum.sum().backward()
+    except RuntimeError as exc:
+        return {"error": str(exc).splitlines()[0]}
+    return {"grad_dtypes": sorted({str(p.grad.dtype) for p in model.parameters() if p.requires_grad}),
+            "missing": sum(p.grad is None for p in model.parameters() if p.requires_grad)}
+
+
+TASKS = {"memory": memory, "head": head, "masters": masters, "lora_bf16": lora_bf16}
 
 
 def main(spec_path: str) -> int:

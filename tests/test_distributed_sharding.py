@@ -30,8 +30,12 @@ CONFIGS = TESTS.parent / "src" / "xlpo" / "configs" / "accelerate"
 FIXTURE = TESTS / "fixtures" / "prefs_small.jsonl"
 CHUNK = 8  # rows per output-layer chunk in the head task
 # Which tasks each backend runs: the head and memory under the sharded ones, the masters under DeepSpeed's.
-TASKS = {"zero2": ["masters"], "zero3": ["head", "memory", "masters"], "fsdp2": ["head", "memory"]}
-CONFIG_FILES = {"zero2": "deepspeed-zero2.yaml", "zero3": "deepspeed-zero3.yaml", "fsdp2": "fsdp2.yaml"}
+# zero3-noinit: the shipped ZeRO-3 config launched with zero3_init_flag false (a user's own config may say so).
+TASKS = {"zero2": ["masters"], "zero3": ["head", "memory", "masters"], "zero3-noinit": ["memory"],
+         "fsdp2": ["head", "memory"]}
+CONFIG_FILES = {"zero2": "deepspeed-zero2.yaml", "zero3": "deepspeed-zero3.yaml", "zero3-noinit": "deepspeed-zero3.yaml",
+                "fsdp2": "fsdp2.yaml"}
+LAUNCH_ARGS = {"zero3-noinit": ["--zero3_init_flag", "false"]}
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +84,7 @@ def launched(tmp_path_factory, sized_model_dir):
             accelerate = Path(sys.executable).with_name("accelerate")
             command = [str(accelerate), "launch", "--config_file", str(CONFIGS / CONFIG_FILES[backend]),
                        "--num_processes", "2", "--num_machines", "1", "--main_process_port", str(free_port()),
-                       str(TESTS / "sharding_worker.py"), str(_spec(root, sized_model_dir, TASKS[backend]))]
+                       *LAUNCH_ARGS.get(backend, []), str(TESTS / "sharding_worker.py"), str(_spec(root, sized_model_dir, TASKS[backend]))]
             _, output = finish(start(command, _env()), timeout=1800)
             done[backend] = root, output
         return done[backend]
@@ -102,7 +106,10 @@ def test_no_process_holds_the_policy_or_its_reference_whole(backend, launched, o
     """Item 2: ZeRO-3 (also without zero3_init) and FSDP2 load the policy and reload its frozen copy sharded."""
     root, output = launched(backend)
     allowance = _largest_weight_bytes(sized_model_dir)
-    for rank, peaks in enumerate(_results(root, "memory", 2, output)):
+    measured = _results(root, "memory", 2, output)
+    if backend.startswith("zero3"):
+        assert all(r["zero3_init_flag"] == (backend == "zero3") for r in measured), measured
+    for rank, peaks in enumerate(measured):
         for part in ("policy", "reference", "all"):
             bound = 1.01 * one_process_memory[part] / 2 + allowance
             assert peaks[part] <= bound, (backend, rank, part, peaks[part], one_process_memory[part])

@@ -7,6 +7,11 @@ leaves which parameters train as it found them (FSDP2 reads it at its first forw
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -15,6 +20,7 @@ from accelerate.utils import FullyShardedDataParallelPlugin
 from safetensors.torch import load_file
 
 from conftest import make_random_adapter
+from launching import free_port
 from xlpo.errors import UserError
 from xlpo.models import apply_lora, load_adapter, load_model, reference_mode
 from xlpo.train.distributed import configure_fsdp, is_partitioned
@@ -108,3 +114,21 @@ def test_the_reference_pass_leaves_what_trains_as_it_was(tmp_path, tiny_model_di
         assert {n: p.requires_grad for n, p in model.named_parameters()} == before
         assert model.active_adapter == "default"
 
+
+
+def test_fsdp2_trains_lora_on_a_bf16_base_after_the_reference_pass(tmp_path, tiny_model_dir):
+    """Item 1 as it crashed: Accelerate's bf16 FSDP2 policy, the reference pass first, then backward (in a process
+    of its own: FSDP2 needs a process group). Before the fix: 'attempting to assign a gradient with dtype
+    BFloat16 to a tensor with grad_dtype Float' at the first backward."""
+    tests = Path(__file__).parent
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"tasks": ["lora_bf16"], "model": str(tiny_model_dir), "out": str(tmp_path),
+                                "port": free_port()}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RANK": "0",
+           "PYTHONPATH": os.pathsep.join([str(tests.parent / "src"), str(tests)])}
+    done = subprocess.run([sys.executable, str(tests / "sharding_worker.py"), str(spec)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "lora_bf16-0.json").read_text())
+    assert result.get("error") is None, result["error"]
+    assert result["grad_dtypes"] == ["torch.float32"] and result["missing"] == 0
