@@ -43,8 +43,8 @@ from launching import finish, free_port, start  # noqa: E402
 
 from xlpo.logprobs import ScoredRows, sequence_logprobs  # noqa: E402
 from xlpo.models import load_model, load_tokenizer  # noqa: E402
-from xlpo.train.memory import (GIB, LLAMA_31_8B, Run, activation_bytes, fitting, per_gpu, reference_bytes,  # noqa: E402
-                               rows, shape_of, trained_state)
+from xlpo.train.memory import (GIB, LLAMA_31_8B, Run, activation_bytes, engine_buffers, fitting,  # noqa: E402
+                               per_gpu, reference_bytes, rows, shape_of, trained_state)
 
 GPU_GIB = (24, 40, 80)
 GPU_COUNTS = (1, 2, 4, 8)
@@ -109,7 +109,7 @@ def _compared(shape, measured: dict, backend: str) -> dict:
     for run_name, run in (("full", Run(True, "live")), ("lora", Run(False, "precomputed"))):
         state = trained_state(shape, run, backend, gpus)
         model = {"weights": state["weights"], "reference": reference_bytes(shape, run, backend, gpus),
-                 "state": state["optimizer"] + state["gradients"]}
+                 "state": state["optimizer"] + state["gradients"] + engine_buffers(run, backend)}
         result[run_name] = {part: {"measured_mb": round(measured[run_name][part] / 2**20, 1),
                                    "model_mb": round(model[part] / 2**20, 1)} for part in model}
     return result

@@ -144,11 +144,20 @@ def logits_bytes(shape: Shape, run: Run) -> float:
     return rows * shape.vocab * (4 + 2 * run.compute_bytes)
 
 
+ZERO3_REDUCE_BUCKET = 500_000_000  # DeepSpeed's default reduce_bucket_size (elements), which the shipped configs keep
+
+
+def engine_buffers(run: Run, backend: str) -> float:
+    """Buffers an engine allocates whatever the model's size: ZeRO-3's gradient reduction bucket, one of
+    `reduce_bucket_size` elements in the gradients' dtype, allocated when the optimizer is set up (~0.9 GiB in bf16)."""
+    return ZERO3_REDUCE_BUCKET * run.compute_bytes if backend == "zero3" else 0.0
+
+
 def per_gpu(shape: Shape, run: Run, backend: str, gpus: int) -> dict[str, float]:
     """Bytes per GPU by part; "total" adds 1.5 GiB for the CUDA context and communication buffers."""
     parts = {**trained_state(shape, run, backend, gpus), "reference": reference_bytes(shape, run, backend, gpus),
-             "gathered": gathered_bytes(shape, run, backend), "activations": activation_bytes(shape, run),
-             "logits": logits_bytes(shape, run)}
+             "buffers": engine_buffers(run, backend), "gathered": gathered_bytes(shape, run, backend),
+             "activations": activation_bytes(shape, run), "logits": logits_bytes(shape, run)}
     parts["total"] = sum(parts.values()) + 1.5 * GIB
     return parts
 
