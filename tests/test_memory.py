@@ -46,5 +46,5 @@ def test_only_full_finetuning_with_a_live_reference_holds_a_reference_model():
 def test_full_finetuning_fits_one_gpu_never_and_eight_only_sharded():
     full = Run(full_finetuning=True, reference="precomputed")
     assert fitting(LLAMA_31_8B, full, 1, 80) == []  # 128 GB of weights and state
-    assert fitting(LLAMA_31_8B, full, 8, 24) == ["zero3", "fsdp2"]
+    assert fitting(LLAMA_31_8B, full, 8, 24) == ["fsdp2"]  # ZeRO-3's 0.93 GiB bucket tips it over
     assert fitting(LLAMA_31_8B, Run(full_finetuning=False, reference="precomputed"), 1, 24) == ["one"]

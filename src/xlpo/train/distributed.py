@@ -22,6 +22,7 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import (DistributedType, broadcast_object_list, convert_outputs_to_fp32, fsdp2_prepare_model,
                                get_mixed_precision_context_manager)
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.fsdp import MixedPrecisionPolicy
 
 from xlpo.errors import UserError
 from xlpo.models import is_peft, load_model, mixed_precision, resolve_model_path
@@ -103,8 +104,6 @@ def configure_fsdp(acc: Accelerator, reduce_dtype: str) -> None:
     """
     if not acc.is_fsdp2 or acc.mixed_precision == "no":
         return
-    from torch.distributed.fsdp import MixedPrecisionPolicy
-
     compute = {"bf16": torch.bfloat16, "fp16": torch.float16}[acc.mixed_precision]
     acc.state.fsdp_plugin.mixed_precision_policy = MixedPrecisionPolicy(
         param_dtype=compute, reduce_dtype=torch.float32 if reduce_dtype == "float32" else compute)

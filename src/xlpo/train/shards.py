@@ -17,6 +17,7 @@ import torch
 from accelerate import init_empty_weights
 from accelerate.utils import fsdp2_prepare_model
 from safetensors import safe_open
+from torch.distributed.tensor import Shard
 from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.utils.hub import cached_file, get_checkpoint_shard_files
 
@@ -125,8 +126,6 @@ def _fill_rows(tensor: torch.Tensor, checkpoint: Checkpoint, key: str) -> None:
     if local is tensor:  # not sharded (e.g. a persistent buffer): whole
         local.copy_(checkpoint.read(key))
         return
-    from torch.distributed.tensor import Shard
-
     if tensor.placements != (Shard(0),):
         raise RuntimeError(f"{key}: expected FSDP2's row sharding, got {tensor.placements}")
     start, stop = _rows(tensor.shape[0], tensor.device_mesh.get_local_rank(), tensor.device_mesh.size())
