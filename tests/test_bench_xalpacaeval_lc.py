@@ -82,10 +82,10 @@ def test_lc_equals_alpaca_evals_own_function(monkeypatch, model):
     computation, so equal to 1e-6), the same standard error, WR equal to the leaderboard's."""
     ours, theirs = xlpo_lc(model, lc.V1), official_lc(monkeypatch, model, lc.V1)
     assert ours["lc_win_rate"] == pytest.approx(theirs["length_controlled_winrate"], abs=1e-6)
-    assert ours["lc_win_rate_se"] == pytest.approx(theirs["lc_standard_error"], abs=1e-6)
+    assert ours["alpacaeval_lc_standard_error"] == pytest.approx(theirs["lc_standard_error"], abs=1e-6)
     assert ours["win_rate"] == pytest.approx(theirs["win_rate"], abs=1e-9)
     assert ours["win_rate"] == pytest.approx(float(LEADERBOARD[model]["win_rate"]), abs=1e-6)
-    assert ours["win_rate_se"] == pytest.approx(theirs["standard_error"], abs=1e-9)
+    assert ours["alpacaeval_standard_error"] == pytest.approx(theirs["standard_error"], abs=1e-9)
 
 
 @pytest.mark.parametrize("method", [lc.NOREG, lc.MINIMAL])

@@ -202,15 +202,15 @@ def test_balanced_preferences_give_50_and_separable_data_stay_finite():
     assert out["lc_win_rate"] == pytest.approx(50, abs=1e-6)  # symmetric data: no model effect
     assert out["win_rate_ci"] is None
     one = lc.summarize(lc.Annotations(np.array([1.0]), np.array([5.0]), ["a"]))  # too few rows to cross-validate
-    assert one["glm_penalty_C"] == lc.NO_CV_PENALTY and one["lc_win_rate_se"] is None
+    assert one["glm_penalty_C"] == lc.NO_CV_PENALTY and one["alpacaeval_lc_standard_error"] is None
 
 
 def test_standard_errors_are_alpaca_evals():
     rng = np.random.default_rng(9)
     ann = synthetic(120, rng, theta=0.3, soft=True)
     out = lc.summarize(ann)
-    assert out["win_rate_se"] == pytest.approx(100 * np.std(ann.preference, ddof=1) / np.sqrt(120))
-    assert out["lc_win_rate_se"] == pytest.approx(0, abs=1e-9)  # no difficulty term: one prediction for all
+    assert out["alpacaeval_standard_error"] == pytest.approx(100 * np.std(ann.preference, ddof=1) / np.sqrt(120))
+    assert out["alpacaeval_lc_standard_error"] == pytest.approx(0, abs=1e-9)  # no difficulty term: one prediction for all
 
 
 def test_bootstrap_counts_are_seeded_per_label_and_sum_to_n():

@@ -8,7 +8,7 @@ fitted together with the judge's annotations of two "gamed" GPT-4 Turbo baseline
 verbose and concise; weight 0.1 each, no model term), which pull the length and difficulty
 coefficients toward theirs, L1-penalised with the penalty chosen by 5-fold grouped
 cross-validation on log-loss. The fit is scikit-learn's LogisticRegressionCV called as alpaca_eval
-calls it, so the numbers are alpaca_eval's (tests/test_lc_alpacaeval.py). Without the gamed
+calls it, so the numbers are alpaca_eval's (tests/test_bench_xalpacaeval_lc.py). Without the gamed
 annotations the same fit is AlpacaEval's `length_controlled_noreg` (difficulty, no gamed rows) or
 `length_controlled_minimal` (neither): other numbers, labelled as such.
 Intervals resample instructions (clusters) and refit each resample at the penalty chosen on all
@@ -185,7 +185,8 @@ def fit_batched(X: np.ndarray, y: np.ndarray, w: np.ndarray, C: float, tol: floa
         for _ in range(50):  # coordinate descent on grad.d + d'Hd/2 + |beta + d|_1 / C
             for j in range(p):
                 hjj = hess[:, j, j] + 1e-12
-                slope = grad[:, j] + np.einsum("bq,bq->b", hess[:, j], target - beta) - hjj * (target[:, j] - beta[:, j])
+                moved = target - beta
+                slope = grad[:, j] + np.einsum("bq,bq->b", hess[:, j], moved) - hjj * moved[:, j]
                 u = beta[:, j] - slope / hjj
                 target[:, j] = np.sign(u) * np.maximum(np.abs(u) - 1.0 / (C * hjj), 0.0)
         step, scale = target - beta, np.ones(B)
@@ -269,26 +270,29 @@ def summarize(ann: Annotations, counts: Mapping[str, np.ndarray] | None = None,
 
     LC is length_controlled_v1 with `gamed` (and `ann.difficulty`), else the variant `method_of`
     names (`lc_method`). `counts` come from `bootstrap_counts` over (at least) this language's
-    groups; None = no intervals. The bootstrap replicates (`_boot`) give averages over languages theirs.
+    groups; None = no intervals. The bootstrap replicates (`_boot`) give averages over languages
+    theirs. AlpacaEval's standard errors are the standard errors of the mean over annotations of
+    the preferences (WR) and of the fitted preferences at length difference 0 (LC, the fit held fixed).
     """
     method = method_of(ann, gamed)
     n = len(ann.preference)
+    out = {"annotations": n, "groups": len(set(ann.group)), "lc_method": method, "win_rate": None, "win_rate_ci": None,
+           "lc_win_rate": None, "lc_win_rate_ci": None, "alpacaeval_standard_error": None,
+           "alpacaeval_lc_standard_error": None, "glm": None, "glm_penalty_C": None, "_boot": None}
     if n == 0:
-        return {"annotations": 0, "win_rate": None, "win_rate_ci": None, "lc_win_rate": None, "lc_win_rate_ci": None,
-                "win_rate_se": None, "lc_win_rate_se": None, "lc_method": method, "glm": None, "_boot": None}
+        return out
     ones = np.ones((1, n))
     y = np.asarray(ann.preference, dtype=float)
     X, labels, w = _training_rows(ann, ones, gamed)
     coef, C = fit_cv(X[0], labels, w[0])
     lc, predicted = (v[0] for v in _lc(ann, ones, coef[None]))
-    boot = None
-    if counts is not None:
-        boot = _replicates(ann, np.stack([counts[g] for g in ann.group], axis=1), gamed, C)
-    return {"annotations": n, "groups": len(set(ann.group)), "win_rate": 100.0 * float(y.mean()),
-            "win_rate_ci": percentile_interval(boot["win_rate"]) if boot else None, "win_rate_se": _sem(y),
-            "lc_win_rate": float(lc), "lc_win_rate_ci": percentile_interval(boot["lc_win_rate"]) if boot else None,
-            "lc_win_rate_se": _sem(predicted), "lc_method": method, "glm": _glm(method, coef), "glm_penalty_C": C,
-            "_boot": boot}
+    boot = None if counts is None else _replicates(ann, np.stack([counts[g] for g in ann.group], axis=1), gamed, C)
+    out.update(win_rate=100.0 * float(y.mean()), lc_win_rate=float(lc), alpacaeval_standard_error=_sem(y),
+               alpacaeval_lc_standard_error=_sem(predicted), glm=_glm(method, coef), glm_penalty_C=C, _boot=boot)
+    if boot:
+        out.update(win_rate_ci=percentile_interval(boot["win_rate"]),
+                   lc_win_rate_ci=percentile_interval(boot["lc_win_rate"]))
+    return out
 
 
 def average(summaries: Sequence[dict]) -> dict:
