@@ -70,7 +70,7 @@ def main() -> None:
         for run in range(args.runs):
             ann, gamed = simulate(args.n, shift, orders, method, rng)
             counts = lc.bootstrap_counts(ann.group, args.resamples, seed=args.seed, label=str(run))
-            out = lc.summarize(ann, counts, gamed)
+            out = lc.summarize(ann, counts, gamed, method)
             lc_cover += out["lc_win_rate_ci"][0] <= 50 <= out["lc_win_rate_ci"][1]
             wr_cover += out["win_rate_ci"][0] <= 50 <= out["win_rate_ci"][1]
             wr_values.append(out["win_rate"])

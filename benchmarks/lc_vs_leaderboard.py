@@ -121,7 +121,7 @@ def compare(models: dict, board: dict, gamed_path: Path) -> list[dict]:
         started = time.perf_counter()
         v1 = lc.summarize(replace(base, difficulty=difficulty), None, gamed)
         seconds = time.perf_counter() - started
-        minimal = lc.summarize(base)
+        minimal = lc.summarize(base, method=lc.MINIMAL)
         row = {"model": model, "avg_length": float(ann["len_2"].mean()), "win_rate": v1["win_rate"],
                "leaderboard_win_rate": float(board[model]["win_rate"]), "minimal": minimal["lc_win_rate"],
                "v1": v1["lc_win_rate"], "leaderboard_lc": float(board[model]["length_controlled_winrate"]),

@@ -25,7 +25,7 @@ GAMED_FILE = Path(__file__).parent / "fixtures" / "alpacaeval_lc" / "df_gamed.cs
 @pytest.fixture(autouse=True)
 def no_hub(monkeypatch):
     """No test here reaches the Hugging Face Hub for AlpacaEval's gamed annotations."""
-    monkeypatch.setattr(lc_files, "_from_hub", lambda echo: (None, {"source": None, "why": "no Hub in tests"}))
+    monkeypatch.setattr(lc_files, "_from_hub", lambda download, echo: (None, {"source": None, "why": "no Hub in tests"}))
 
 
 def write_data(folder: Path, rows_by_lang: dict) -> Path:

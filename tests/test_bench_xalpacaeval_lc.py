@@ -43,7 +43,7 @@ def xlpo_lc(model: str, method: str) -> dict:
     gamed, difficulty = lc_files.read_gamed(GAMED_FILE)
     ann = lc.Annotations(np.where(raw == 0, 0.5, raw - 1), (cand - base).astype(float), [str(i) for i in range(805)],
                          None if method == lc.MINIMAL else difficulty)
-    return lc.summarize(ann, None, gamed if method == lc.V1 else None)
+    return lc.summarize(ann, None, gamed if method == lc.V1 else None, method)
 
 
 def official_lc(monkeypatch, model: str, method: str) -> dict:
@@ -157,43 +157,54 @@ def test_bad_gamed_files_are_one_line_errors(tmp_path, change, message):
 
 
 class FakeHub:
-    """huggingface_hub.hf_hub_download: a local cache that starts empty and a Hub that may be down."""
+    """huggingface_hub.hf_hub_download: a local cache that starts empty and a Hub that may be down.
+    `requests` counts the calls that could reach the network (local_files_only=False)."""
 
     def __init__(self, source: Path | None):
-        self.source, self.cached, self.downloads = source, None, 0
+        self.source, self.cached, self.requests = source, None, 0
 
     def __call__(self, repo_id, filename, repo_type, cache_dir, local_files_only=False):
         assert (repo_id, filename, repo_type) == ("tatsu-lab/alpaca_eval", "df_gamed.csv", "dataset")
-        if self.cached is None and not local_files_only and self.source is not None:
-            self.downloads += 1
-            self.cached = Path(cache_dir) / "snapshots" / "abc123" / filename
-            self.cached.parent.mkdir(parents=True)
-            self.cached.write_bytes(self.source.read_bytes())
+        if self.cached is None and not local_files_only:
+            self.requests += 1
+            if self.source is not None:
+                self.cached = Path(cache_dir) / "snapshots" / "abc123" / filename
+                self.cached.parent.mkdir(parents=True)
+                self.cached.write_bytes(self.source.read_bytes())
         if self.cached is None:
             raise OSError("offline: no cached copy" if local_files_only else "cannot reach the Hub")
         return str(self.cached)
 
 
-def test_the_hub_file_is_fetched_once_into_xlpos_cache(tmp_path, monkeypatch):
+def test_the_hub_file_is_fetched_once_into_xlpos_cache_when_its_id_is_given(tmp_path, monkeypatch):
     import huggingface_hub
 
     monkeypatch.setenv("XLPO_CACHE", str(tmp_path / "cache"))
     hub = FakeHub(GAMED_FILE)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", hub)
-    first, info = lc_files.locate_gamed(None, echo=None)
-    again, info_again = lc_files.locate_gamed(None, echo=None)
-    assert hub.downloads == 1 and str(tmp_path / "cache" / "alpaca_eval") in info["path"]
+    assert lc_files.locate_gamed(None, echo=None)[0] is None and hub.requests == 0  # no id given: cache only
+    first, info = lc_files.locate_gamed("tatsu-lab/alpaca_eval", echo=None)
+    again, info_again = lc_files.locate_gamed("tatsu-lab/alpaca_eval", echo=None)
+    cached, info_cached = lc_files.locate_gamed(None, echo=None)  # later runs: the cached copy, no flag needed
+    assert hub.requests == 1 and str(tmp_path / "cache" / "alpaca_eval") in info["path"]
     assert info["sha256"] == hashlib.sha256(GAMED_FILE.read_bytes()).hexdigest() and info["hub_revision"] == "abc123"
-    assert info_again["source"] == "xlpo cache" and np.array_equal(first[1], again[1])
+    assert info_again["source"] == info_cached["source"] == "xlpo cache"
+    assert np.array_equal(first[1], again[1]) and np.array_equal(first[1], cached[1])
 
 
-def test_without_hub_or_file_there_is_no_gamed_data_and_a_given_path_must_exist(tmp_path, monkeypatch):
+def test_without_a_copy_nothing_asks_the_hub_unless_its_id_is_given(tmp_path, monkeypatch):
     import huggingface_hub
 
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", FakeHub(None))
+    monkeypatch.setenv("XLPO_CACHE", str(tmp_path / "cache"))
+    hub = FakeHub(None)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hub)
     data, info = lc_files.locate_gamed(None, echo=None)
-    assert data is None and "cannot reach the Hub" in info["why"]
+    assert data is None and hub.requests == 0 and "--lc-files not given" in info["why"]
     data, info = lc_files.locate_gamed(FIXTURE, echo=None)  # a folder holding df_gamed.csv; no Hub asked
     assert data is not None and info["source"] == "given path" and info["path"] == str(GAMED_FILE)
+    assert hub.requests == 0
     with pytest.raises(UserError, match="no such file"):
         lc_files.locate_gamed(tmp_path, echo=None)
+    with pytest.raises(UserError, match="could not download df_gamed.csv.*cannot reach the Hub"):  # asked, Hub down
+        lc_files.locate_gamed("tatsu-lab/alpaca_eval", echo=None)
+    assert hub.requests == 1

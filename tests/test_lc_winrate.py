@@ -130,17 +130,38 @@ def test_v1_lc_is_the_mean_prediction_at_zero_length_difference_and_gamed_rows_j
     assert C == out["glm_penalty_C"]
     np.testing.assert_allclose([-coef[0], coef[1], coef[2]], [glm["length"], glm["difficulty"], glm["model"]])
     # The gamed rows pull the length coefficient toward theirs (2.0) from the candidate's own (1.0).
-    alone = lc.summarize(ann)["glm"]["length"]
+    alone = lc.summarize(ann, method=lc.NOREG)["glm"]["length"]
     assert alone < glm["length"] < 2.0
     with pytest.raises(ValueError, match="difficulty"):
         lc.summarize(synthetic(20, rng), None, gamed)
+
+
+def test_the_default_is_alpacaeval_2s_lc_and_a_substitute_only_when_asked_for():
+    """summarize's default is length_controlled_v1: without the gamed annotations it refuses rather
+    than compute a substitute; each substitute refuses inputs that belong to another method."""
+    rng = np.random.default_rng(12)
+    difficulty = rng.normal(0, 1, 40)
+    with_difficulty, plain = synthetic(40, rng, difficulty=difficulty), synthetic(40, rng)
+    gamed = gamed_rows(40, rng, difficulty)
+    assert lc.summarize(with_difficulty, None, gamed)["lc_method"] == lc.V1
+    with pytest.raises(ValueError, match="gamed annotations .* needed"):
+        lc.summarize(with_difficulty)
+    with pytest.raises(ValueError, match="used only by length_controlled_v1"):
+        lc.summarize(with_difficulty, None, gamed, lc.NOREG)
+    with pytest.raises(ValueError, match="no instruction difficulty"):
+        lc.summarize(with_difficulty, method=lc.MINIMAL)
+    with pytest.raises(ValueError, match="needs its instruction difficulty"):
+        lc.summarize(plain, method=lc.NOREG)
+    with pytest.raises(ValueError, match="unknown LC method"):
+        lc.summarize(plain, method="length_controlled_v2")
+    assert lc.summarize(plain, method=lc.MINIMAL)["lc_method"] == lc.MINIMAL
 
 
 def test_a_judge_that_only_likes_length_moves_wr_and_leaves_lc_at_50():
     rng = np.random.default_rng(4)
     for shift, direction in ((600.0, 1), (-600.0, -1)):
         ann = synthetic(805, rng, theta=0.0, phi=2.0, shift=shift)
-        out = lc.summarize(ann, lc.bootstrap_counts(ann.group, 300, seed=0))
+        out = lc.summarize(ann, lc.bootstrap_counts(ann.group, 300, seed=0), method=lc.MINIMAL)
         lo, hi = out["win_rate_ci"]
         assert (lo > 50) if direction > 0 else (hi < 50), out  # WR follows the length difference
         assert abs(out["win_rate"] - 50) > 10
@@ -153,14 +174,14 @@ def test_a_judge_that_only_likes_length_moves_wr_and_leaves_lc_at_50():
 def test_a_better_candidate_of_equal_length_wins_on_both():
     rng = np.random.default_rng(5)
     ann = synthetic(805, rng, theta=1.0, phi=0.0)
-    out = lc.summarize(ann, lc.bootstrap_counts(ann.group, 200, seed=0))
+    out = lc.summarize(ann, lc.bootstrap_counts(ann.group, 200, seed=0), method=lc.MINIMAL)
     assert out["lc_win_rate_ci"][0] > 60 and out["win_rate_ci"][0] > 60
 
 
 def test_bootstrap_replicates_refit_at_the_chosen_penalty():
     rng = np.random.default_rng(8)
     ann = synthetic(60, rng)
-    out = lc.summarize(ann, lc.bootstrap_counts(ann.group, 3, seed=1))
+    out = lc.summarize(ann, lc.bootstrap_counts(ann.group, 3, seed=1), method=lc.MINIMAL)
     counts = lc.bootstrap_counts(ann.group, 3, seed=1)
     w = np.array([counts[g][1] for g in ann.group])
     coef = lc.fit_fixed(lc._features(ann, w[None])[0], ann.preference, w, out["glm_penalty_C"])
@@ -183,7 +204,7 @@ def test_interval_coverage_by_simulation(orders):
             second = (rng.random(n) < expit(1.5 * np.tanh(one.delta_chars / one.delta_chars.std(ddof=1)))).astype(float)
             one = lc.Annotations(np.concatenate([one.preference, second]), np.tile(one.delta_chars, 2),
                                  list(one.group) * 2)
-        out = lc.summarize(one, lc.bootstrap_counts(one.group, 200, seed=int(rng.integers(1 << 30))))
+        out = lc.summarize(one, lc.bootstrap_counts(one.group, 200, seed=int(rng.integers(1 << 30))), method=lc.MINIMAL)
         covered_lc += out["lc_win_rate_ci"][0] <= 50 <= out["lc_win_rate_ci"][1]
         covered_wr += out["win_rate_ci"][0] <= 50 <= out["win_rate_ci"][1]  # no shift: true WR is 50 too
     assert 0.88 <= covered_lc / runs <= 1.0, covered_lc
@@ -192,23 +213,23 @@ def test_interval_coverage_by_simulation(orders):
 
 def test_balanced_preferences_give_50_and_separable_data_stay_finite():
     ann = lc.Annotations(np.full(6, 0.5), np.array([-5.0, 3, 8, -1, 0, 2]), list("abcdef"))
-    out = lc.summarize(ann, lc.bootstrap_counts(ann.group, 50, seed=0))
+    out = lc.summarize(ann, lc.bootstrap_counts(ann.group, 50, seed=0), method=lc.MINIMAL)
     assert out["win_rate"] == pytest.approx(50) and out["lc_win_rate"] == pytest.approx(50, abs=1e-6)
     # The judge always picks the longer answer: the likelihood alone has no maximum; the L1 penalty bounds it.
     delta = np.array([-60.0, -30, -5, 5, 30, 60])
     ann = lc.Annotations((delta > 0).astype(float), delta, list("abcdef"))
-    out = lc.summarize(ann, None)
+    out = lc.summarize(ann, None, method=lc.MINIMAL)
     assert np.isfinite(list(out["glm"].values())).all() and out["glm"]["length"] > 1
     assert out["lc_win_rate"] == pytest.approx(50, abs=1e-6)  # symmetric data: no model effect
     assert out["win_rate_ci"] is None
-    one = lc.summarize(lc.Annotations(np.array([1.0]), np.array([5.0]), ["a"]))  # too few rows to cross-validate
+    one = lc.summarize(lc.Annotations(np.array([1.0]), np.array([5.0]), ["a"]), method=lc.MINIMAL)  # too few rows to cross-validate
     assert one["glm_penalty_C"] == lc.NO_CV_PENALTY and one["alpacaeval_lc_standard_error"] is None
 
 
 def test_standard_errors_are_alpaca_evals():
     rng = np.random.default_rng(9)
     ann = synthetic(120, rng, theta=0.3, soft=True)
-    out = lc.summarize(ann)
+    out = lc.summarize(ann, method=lc.MINIMAL)
     assert out["alpacaeval_standard_error"] == pytest.approx(100 * np.std(ann.preference, ddof=1) / np.sqrt(120))
     assert out["alpacaeval_lc_standard_error"] == pytest.approx(0, abs=1e-9)  # no difficulty term: one prediction for all
 
@@ -225,12 +246,12 @@ def test_bootstrap_counts_are_seeded_per_label_and_sum_to_n():
 def test_average_over_languages_uses_joint_replicates():
     rng = np.random.default_rng(7)
     counts = lc.bootstrap_counts([str(i) for i in range(100)], 200, seed=0)
-    blocks = [lc.summarize(synthetic(100, rng, theta=t), counts) for t in (0.0, 1.0)]
+    blocks = [lc.summarize(synthetic(100, rng, theta=t), counts, method=lc.MINIMAL) for t in (0.0, 1.0)]
     avg = lc.average(blocks)
     assert avg["lc_win_rate"] == pytest.approx((blocks[0]["lc_win_rate"] + blocks[1]["lc_win_rate"]) / 2)
     lo, hi = avg["lc_win_rate_ci"]
     assert lo < avg["lc_win_rate"] < hi
-    assert lc.average([*blocks, lc.summarize(lc.Annotations(np.array([]), np.array([]), []), None)])["win_rate"] is None
+    assert lc.average([*blocks, lc.summarize(lc.Annotations(np.array([]), np.array([]), []), None, method=lc.MINIMAL)])["win_rate"] is None
 
 
 def test_bad_annotations_are_refused():

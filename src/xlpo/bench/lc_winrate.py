@@ -81,13 +81,16 @@ class GamedBaselines:
     difficulty: np.ndarray
 
 
-def method_of(ann: Annotations, gamed: GamedBaselines | None) -> str:
-    """Which AlpacaEval GLM the inputs allow: v1 needs the gamed annotations and the difficulties."""
-    if gamed is not None:
-        if ann.difficulty is None:
-            raise ValueError("length_controlled_v1 needs each annotation's instruction difficulty")
-        return V1
-    return MINIMAL if ann.difficulty is None else NOREG
+def check_method(method: str, ann: Annotations, gamed: GamedBaselines | None) -> None:
+    """Refuse inputs that do not make `method`: v1 needs the gamed annotations and the difficulties,
+    noreg the difficulties and no gamed rows, minimal neither (so a substitute is never computed by accident)."""
+    if method not in LABELS:
+        raise ValueError(f"unknown LC method {method!r}: expected one of {', '.join(LABELS)}")
+    if (gamed is not None) != (method == V1):
+        raise ValueError(f"{method}: AlpacaEval's gamed annotations (xlpo.bench.xalpacaeval.lc_files) are "
+                         f"{'needed' if method == V1 else 'used only'} by {V1}")
+    if (ann.difficulty is None) != (method == MINIMAL):
+        raise ValueError(f"{method}: {'no' if method == MINIMAL else 'each annotation needs its'} instruction difficulty")
 
 
 def _features(ann: Annotations, weights: np.ndarray) -> np.ndarray:
@@ -265,16 +268,16 @@ def _replicates(ann: Annotations, weights: np.ndarray, gamed: GamedBaselines | N
 
 
 def summarize(ann: Annotations, counts: Mapping[str, np.ndarray] | None = None,
-              gamed: GamedBaselines | None = None) -> dict:
+              gamed: GamedBaselines | None = None, method: str = V1) -> dict:
     """WR and LC (percent) of one language, AlpacaEval's standard errors, percentile-bootstrap intervals.
 
-    LC is length_controlled_v1 with `gamed` (and `ann.difficulty`), else the variant `method_of`
-    names (`lc_method`). `counts` come from `bootstrap_counts` over (at least) this language's
+    LC is `method`: by default AlpacaEval 2.0's length_controlled_v1, which needs `gamed` and
+    `ann.difficulty`; the substitutes (NOREG, MINIMAL) only when asked for (`check_method`). `counts` come from `bootstrap_counts` over (at least) this language's
     groups; None = no intervals. The bootstrap replicates (`_boot`) give averages over languages
     theirs. AlpacaEval's standard errors are the standard errors of the mean over annotations of
     the preferences (WR) and of the fitted preferences at length difference 0 (LC, the fit held fixed).
     """
-    method = method_of(ann, gamed)
+    check_method(method, ann, gamed)
     n = len(ann.preference)
     out = {"annotations": n, "groups": len(set(ann.group)), "lc_method": method, "win_rate": None, "win_rate_ci": None,
            "lc_win_rate": None, "lc_win_rate_ci": None, "alpacaeval_standard_error": None,

@@ -247,9 +247,10 @@ def xalpacaeval(
     temperature: Annotated[float, typer.Option("--temperature", min=0, help="Sampling temperature (ICR authors: 0.6).")] = 0.6,
     top_p: Annotated[float, typer.Option("--top-p", min=0, max=1, help="Nucleus sampling (ICR authors: 0.9).")] = 0.9,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Answer tokens (ICR authors: 2048).")] = 2048,
-    lc_files: Annotated[Optional[Path], typer.Option(
-        "--lc-files", help="AlpacaEval's df_gamed.csv (or its folder), for AlpacaEval 2.0's LC on offline machines; "
-                           "default: xlpo's cache, else downloaded once from the Hub.")] = None,
+    lc_files: Annotated[Optional[str], typer.Option(
+        "--lc-files", help="AlpacaEval's df_gamed.csv (or its folder), which AlpacaEval 2.0's LC needs, or the Hub id "
+                           "tatsu-lab/alpaca_eval to download it once into xlpo's cache; default: xlpo's cache, no "
+                           "network (without a copy, LC is the labelled LC-minimal).")] = None,
     bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for the 95% intervals "
                                            "(0 = no intervals).")] = 1000,
     generate_only: Annotated[bool, typer.Option("--generate-only", help="Only generate the answers; judge later.")] = False,

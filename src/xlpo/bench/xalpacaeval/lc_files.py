@@ -1,9 +1,10 @@
 """AlpacaEval's gamed-baseline annotations (df_gamed.csv), which AlpacaEval 2.0's LC needs.
 
 The file is in the Hugging Face dataset `tatsu-lab/alpaca_eval`; alpaca_eval downloads it on every
-LC call. Here it comes from a path the user gives (offline machines), else from xlpo's cache, else
-from the Hub once into the cache (unless HF_HUB_OFFLINE is set); the Hub is asked only when no
-local copy exists. Its rows: `index` (AlpacaEval's instruction row, 0-804), `preference` (that the
+LC call. Here it comes from a path the user gives (offline machines), or from the Hub when the user
+names that dataset (downloaded once into xlpo's cache; HF_HUB_OFFLINE honoured), or, when neither is
+given, from xlpo's cache without any request: nothing touches the network unless the user names the
+Hub id. Its rows: `index` (AlpacaEval's instruction row, 0-804), `preference` (that the
 gamed output beats GPT-4 Turbo's, in [0, 1]), `std_delta_len`, `instruction_difficulty`,
 `not_gamed_baseline` (False). X-AlpacaEval's instruction id k is AlpacaEval's row k - 1 (checked
 on all 805 English instructions: identical text, docs/benchmarks.md).
@@ -93,36 +94,42 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _from_hub(echo) -> tuple[Path | None, dict]:
-    """The Hub file in xlpo's cache: the cached copy without any request, else one download."""
+def _from_hub(download: bool, echo) -> tuple[Path | None, dict]:
+    """The Hub file in xlpo's cache: the cached copy without any request, else (only if `download`)
+    one download into the cache."""
     from huggingface_hub import hf_hub_download
 
     where = {"repo_id": HUB_REPO, "filename": FILE_NAME, "repo_type": "dataset", "cache_dir": cache_dir() / "hub"}
     try:
         return Path(hf_hub_download(**where, local_files_only=True)), {"source": "xlpo cache"}
     except Exception:  # not cached yet (huggingface_hub raises its own LocalEntryNotFoundError)
-        pass
+        if not download:
+            return None, {"source": None, "why": f"--lc-files not given and no copy in xlpo's cache ({cache_dir()})"}
     try:
         path = Path(hf_hub_download(**where))
     except Exception as exc:  # offline, unreachable, or HF_HUB_OFFLINE set
-        return None, {"source": None, "why": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise UserError(f"{HUB_REPO}: could not download {FILE_NAME} from the Hugging Face Hub ({type(exc).__name__}: "
+                        f"{reason}); download it elsewhere and give its path with --lc-files") from None
     if echo:
         echo(f"LC: downloaded {HUB_REPO}/{FILE_NAME} from the Hugging Face Hub into {path}")
     return path, {"source": "Hugging Face Hub (downloaded now)"}
 
 
-def locate_gamed(path: str | Path | None, echo=print) -> tuple[tuple[GamedBaselines, np.ndarray] | None, dict]:
-    """(read_gamed's result or None, provenance for results.json). `path`: the CSV or a folder with it."""
-    if path is not None:
-        path = Path(path)
-        file = path / FILE_NAME if path.is_dir() else path
-        if not file.is_file():
-            raise UserError(f"{file}: no such file (AlpacaEval's {FILE_NAME}, from the Hub dataset {HUB_REPO})")
-        info = {"source": "given path"}
-    else:
-        file, info = _from_hub(echo)
+def locate_gamed(source: str | Path | None, echo=print) -> tuple[tuple[GamedBaselines, np.ndarray] | None, dict]:
+    """(read_gamed's result or None, provenance for results.json). `source`: the CSV or a folder with
+    it; or HUB_REPO, the Hub dataset (cached copy, else one download); or None: xlpo's cache only."""
+    if source is None or (str(source) == HUB_REPO and not Path(source).exists()):
+        file, info = _from_hub(source is not None, echo)
         if file is None:
             return None, info
+    else:
+        path = Path(source)
+        file = path / FILE_NAME if path.is_dir() else path
+        if not file.is_file():
+            raise UserError(f"{file}: no such file (AlpacaEval's {FILE_NAME}; or give {HUB_REPO} to download it "
+                            "from the Hugging Face Hub)")
+        info = {"source": "given path"}
     data = read_gamed(file)
     revision = file.parent.name if file.parent.parent.name == "snapshots" else None
     return data, {**info, "path": str(file), "sha256": _sha256(file), "hub_revision": revision}

@@ -19,7 +19,7 @@ from xlpo.bench.mtbench import derive_seed
 from xlpo.bench.winrate import candidate_position
 from xlpo.bench.xalpacaeval.data import ANSWERS_FILE, BASELINE_FILE, Instruction, load_instructions, read_answers
 from xlpo.bench.xalpacaeval.judge import USER_TEMPLATE, judge_request, preference_for_second
-from xlpo.bench.xalpacaeval.lc_files import difficulty_of_ids, locate_gamed
+from xlpo.bench.xalpacaeval.lc_files import HUB_REPO, difficulty_of_ids, locate_gamed
 from xlpo.errors import UserError
 from xlpo.fileio import read_json, write_jsonl
 
@@ -77,7 +77,7 @@ def _annotations(instructions, candidate, baseline, plan, replies) -> list[dict]
     return rows
 
 
-def _language_block(lang: str, instructions, candidate, baseline, rows, gamed, counts) -> dict:
+def _language_block(lang: str, instructions, candidate, baseline, rows, gamed, method, counts) -> dict:
     """WR and LC of one language; `gamed` = (GamedBaselines, difficulty by AlpacaEval row) or None."""
     mine = [i for i in instructions if i.lang == lang]
     scored = [r for r in rows if r["lang"] == lang and r["preference"] is not None]
@@ -86,7 +86,7 @@ def _language_block(lang: str, instructions, candidate, baseline, rows, gamed, c
         delta_chars=np.array([r["candidate_chars"] - r["baseline_chars"] for r in scored], dtype=float),
         group=[str(r["id"]) for r in scored],
         difficulty=None if gamed is None else difficulty_of_ids(gamed[1], [r["id"] for r in scored]))
-    summary = lc_winrate.summarize(ann, counts, None if gamed is None else gamed[0])
+    summary = lc_winrate.summarize(ann, counts, None if gamed is None else gamed[0], method)
     both = [i for i in mine if candidate[i.key] is not None and baseline[i.key] is not None]
     prefs = [r["preference"] for r in scored]
     sources = Counter(r["source"] for r in rows if r["lang"] == lang)
@@ -118,7 +118,8 @@ def run_xalpacaeval(data_dir: str | Path, out_dir: str | Path, candidate: ChatBa
     model), judged by `judge`; without a judge only the answers are produced. Returns results.json.
 
     LC is AlpacaEval 2.0's when AlpacaEval's df_gamed.csv can be had (`lc_files`: the file or its
-    folder; else xlpo's cache or the Hub, `lc_files.locate_gamed`), else LC-minimal, labelled so."""
+    folder, or the Hub id tatsu-lab/alpaca_eval; None: xlpo's cache, no request; `lc_files.locate_gamed`),
+    else LC-minimal, labelled so."""
     if (baseline_dir is not None and baseline is not None) or (baseline_dir is None and baseline is None and judge):
         raise UserError("give the baseline either as a folder of answers (--baseline) or as a model "
                         "(--baseline-model / --baseline-endpoint), not both or neither")
@@ -158,11 +159,12 @@ def run_xalpacaeval(data_dir: str | Path, out_dir: str | Path, candidate: ChatBa
     write_jsonl(out_dir / "annotations.jsonl", rows)
     counts = lc_winrate.bootstrap_counts([str(i.id) for i in instructions], n_boot, seed, "xalpacaeval") \
         if n_boot else None
-    blocks = {lang: _language_block(lang, instructions, cand, base, rows, gamed, counts) for lang in languages}
     method = lc_winrate.V1 if gamed is not None else lc_winrate.MINIMAL
+    blocks = {lang: _language_block(lang, instructions, cand, base, rows, gamed, method, counts) for lang in languages}
     if gamed is None and echo:
         echo(f"LC: AlpacaEval's df_gamed.csv is not available ({lc_source.get('why')}); reporting "
-             f"{lc_winrate.LABELS[method]}. Give the file with --lc-files (docs/benchmarks.md).")
+             f"{lc_winrate.LABELS[method]}. Give --lc-files {HUB_REPO} to download it once from the Hub, "
+             "or --lc-files PATH (docs/benchmarks.md).")
     average = {**lc_winrate.average(list(blocks.values())), "lc_method": method}
     for block in blocks.values():
         del block["_boot"]
