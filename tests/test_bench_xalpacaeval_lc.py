@@ -157,23 +157,25 @@ def test_bad_gamed_files_are_one_line_errors(tmp_path, change, message):
 
 
 class FakeHub:
-    """huggingface_hub.hf_hub_download: a local cache that starts empty and a Hub that may be down.
-    `requests` counts the calls that could reach the network (local_files_only=False)."""
+    """huggingface_hub.hf_hub_download against a Hub that may be down: a download writes the file
+    into huggingface_hub's cache layout, where the real try_to_load_from_cache finds it. `requests`
+    counts the calls (every call of hf_hub_download may reach the network, local_files_only or not)."""
 
     def __init__(self, source: Path | None):
-        self.source, self.cached, self.requests = source, None, 0
+        self.source, self.requests = source, 0
 
-    def __call__(self, repo_id, filename, repo_type, cache_dir, local_files_only=False):
-        assert (repo_id, filename, repo_type) == ("tatsu-lab/alpaca_eval", "df_gamed.csv", "dataset")
-        if self.cached is None and not local_files_only:
-            self.requests += 1
-            if self.source is not None:
-                self.cached = Path(cache_dir) / "snapshots" / "abc123" / filename
-                self.cached.parent.mkdir(parents=True)
-                self.cached.write_bytes(self.source.read_bytes())
-        if self.cached is None:
-            raise OSError("offline: no cached copy" if local_files_only else "cannot reach the Hub")
-        return str(self.cached)
+    def __call__(self, repo_id, filename, repo_type, cache_dir, **kwargs):
+        self.requests += 1  # counted first: a caller that swallows the assertion below still shows here
+        assert (repo_id, filename, repo_type, kwargs) == ("tatsu-lab/alpaca_eval", "df_gamed.csv", "dataset", {})
+        if self.source is None:
+            raise OSError("cannot reach the Hub")
+        repo = Path(cache_dir) / "datasets--tatsu-lab--alpaca_eval"
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / "main").write_text("abc123")
+        target = repo / "snapshots" / "abc123" / filename
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(self.source.read_bytes())
+        return str(target)
 
 
 def test_the_hub_file_is_fetched_once_into_xlpos_cache_when_its_id_is_given(tmp_path, monkeypatch):

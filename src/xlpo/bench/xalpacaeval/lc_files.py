@@ -95,16 +95,17 @@ def _sha256(path: Path) -> str:
 
 
 def _from_hub(download: bool, echo) -> tuple[Path | None, dict]:
-    """The Hub file in xlpo's cache: the cached copy without any request, else (only if `download`)
-    one download into the cache."""
-    from huggingface_hub import hf_hub_download
+    """The Hub file in xlpo's cache: the cached copy, looked up on disk only, else (only if `download`)
+    one download into the cache. (hf_hub_download with local_files_only=True is not enough: it still
+    builds request headers, and huggingface_hub fetches a registry from the Hub to build them.)"""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
     where = {"repo_id": HUB_REPO, "filename": FILE_NAME, "repo_type": "dataset", "cache_dir": cache_dir() / "hub"}
-    try:
-        return Path(hf_hub_download(**where, local_files_only=True)), {"source": "xlpo cache"}
-    except Exception:  # not cached yet (huggingface_hub raises its own LocalEntryNotFoundError)
-        if not download:
-            return None, {"source": None, "why": f"--lc-files not given and no copy in xlpo's cache ({cache_dir()})"}
+    cached = try_to_load_from_cache(**where)
+    if isinstance(cached, str):  # else None, or a marker that the Hub had no such file
+        return Path(cached), {"source": "xlpo cache"}
+    if not download:
+        return None, {"source": None, "why": f"--lc-files not given and no copy in xlpo's cache ({cache_dir()})"}
     try:
         path = Path(hf_hub_download(**where))
     except Exception as exc:  # offline, unreachable, or HF_HUB_OFFLINE set
