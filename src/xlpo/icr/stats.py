@@ -19,8 +19,8 @@ from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
 from xlpo.bench.chat import ChatBackend, ChatRequest
 from xlpo.bench.common import run_requests
-from xlpo.bench.lc_winrate import percentile_interval
 from xlpo.errors import UserError
+from xlpo.eval.analysis.accuracy import percentile_interval
 from xlpo.fileio import iter_jsonl, write_jsonl
 
 N_BOOT = 2000  # bootstrap resamples behind every judged-accuracy interval
