@@ -179,11 +179,9 @@ class FakeHub:
 
 
 def test_the_hub_file_is_fetched_once_into_xlpos_cache_when_its_id_is_given(tmp_path, monkeypatch):
-    import huggingface_hub
-
     monkeypatch.setenv("XLPO_CACHE", str(tmp_path / "cache"))
     hub = FakeHub(GAMED_FILE)
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hub)
+    monkeypatch.setattr(lc_files, "hf_hub_download", hub)
     assert lc_files.locate_gamed(None, echo=None)[0] is None and hub.requests == 0  # no id given: cache only
     first, info = lc_files.locate_gamed("tatsu-lab/alpaca_eval", echo=None)
     again, info_again = lc_files.locate_gamed("tatsu-lab/alpaca_eval", echo=None)
@@ -195,11 +193,9 @@ def test_the_hub_file_is_fetched_once_into_xlpos_cache_when_its_id_is_given(tmp_
 
 
 def test_without_a_copy_nothing_asks_the_hub_unless_its_id_is_given(tmp_path, monkeypatch):
-    import huggingface_hub
-
     monkeypatch.setenv("XLPO_CACHE", str(tmp_path / "cache"))
     hub = FakeHub(None)
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hub)
+    monkeypatch.setattr(lc_files, "hf_hub_download", hub)
     data, info = lc_files.locate_gamed(None, echo=None)
     assert data is None and hub.requests == 0 and "--lc-files not given" in info["why"]
     data, info = lc_files.locate_gamed(FIXTURE, echo=None)  # a folder holding df_gamed.csv; no Hub asked

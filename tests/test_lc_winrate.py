@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
+from conftest import first_fast
 from xlpo.bench import lc_winrate as lc
 
 
@@ -189,7 +190,7 @@ def test_bootstrap_replicates_refit_at_the_chosen_penalty():
     assert out["_boot"]["win_rate"][1] == pytest.approx(100 * (w * ann.preference).sum() / w.sum())
 
 
-@pytest.mark.parametrize("orders", [1, 2])
+@pytest.mark.parametrize("orders", first_fast([1, 2]))  # each case ~10 s of CPU: the second in make test-all
 def test_interval_coverage_by_simulation(orders):
     """The 95% LC interval covers the true LC (50) in about 95% of simulated benchmarks (stated in
     advance: between 88% and 100% of 100 runs; the binomial SD at 95% is 2.2 points). With both

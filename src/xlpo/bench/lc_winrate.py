@@ -136,7 +136,7 @@ def fit_cv(X: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, flo
     """(coefficients, C): L1-penalised soft-label logistic regression, no intercept, with C chosen from
     PENALTIES by grouped K-fold CV (one group per row, both copies together) on `_soft_log_loss`;
     liblinear through LogisticRegressionCV, as alpaca_eval's fit_LogisticRegressionCV calls it."""
-    import sklearn
+    import sklearn  # about 1 s to import: only when an LC is fitted
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.metrics import make_scorer
     from sklearn.model_selection import GroupKFold
@@ -159,7 +159,7 @@ def fit_cv(X: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, flo
 
 def fit_fixed(X: np.ndarray, y: np.ndarray, w: np.ndarray, C: float) -> np.ndarray:
     """The same regression at a given C with liblinear (rows of weight 0 left out: they change nothing)."""
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # about 1 s to import: only when an LC is fitted
 
     keep = w > 0
     Xd, yd, wd = _two_copies(X[keep], y[keep], w[keep])

@@ -18,6 +18,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
 from xlpo.bench.lc_winrate import GamedBaselines
 from xlpo.errors import UserError
@@ -98,8 +99,6 @@ def _from_hub(download: bool, echo) -> tuple[Path | None, dict]:
     """The Hub file in xlpo's cache: the cached copy, looked up on disk only, else (only if `download`)
     one download into the cache. (hf_hub_download with local_files_only=True is not enough: it still
     builds request headers, and huggingface_hub fetches a registry from the Hub to build them.)"""
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
-
     where = {"repo_id": HUB_REPO, "filename": FILE_NAME, "repo_type": "dataset", "cache_dir": cache_dir() / "hub"}
     cached = try_to_load_from_cache(**where)
     if isinstance(cached, str):  # else None, or a marker that the Hub had no such file

@@ -6,6 +6,7 @@ judge_requests.jsonl); annotations.jsonl holds each judgment with the order used
 
 from __future__ import annotations
 
+import importlib.metadata
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -184,12 +185,10 @@ def run_xalpacaeval(data_dir: str | Path, out_dir: str | Path, candidate: ChatBa
 
 
 def _lc_config(method: str, source: dict) -> dict:
-    import sklearn
-
     return {"method": method, "label": lc_winrate.LABELS[method], "gamed_annotations": source or None,
             "penalty": "L1, C from numpy.logspace(-4, 4, 10) by 5-fold CV grouped by annotation (soft-label log-loss)",
             "gamed_weight": lc_winrate.GAMED_WEIGHT if method == lc_winrate.V1 else None,
-            "scikit_learn": sklearn.__version__}
+            "scikit_learn": importlib.metadata.version("scikit-learn")}
 
 
 def _lengths_only(lang: str, instructions, cand: dict, base: dict | None = None) -> dict:
