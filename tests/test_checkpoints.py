@@ -100,13 +100,13 @@ def test_resume_skips_a_damaged_checkpoint_for_the_newest_intact_one(tmp_path, t
 
 def test_resume_with_no_intact_checkpoint_stops_in_one_line_before_loading_a_model(tmp_path, tiny_model_dir,
                                                                                    checkpointed, monkeypatch):
-    import xlpo.train.trainer as trainer_module
+    import xlpo.train.distributed as loading  # the trainer loads its models through it
 
     out = tmp_path / "run"
     shutil.copytree(checkpointed, out)
     _damage(out / "checkpoints" / "step-0000001" / "optimizer.bin", "truncate")
     _damage(out / "checkpoints" / "step-0000002" / "model.safetensors", "flip")
-    monkeypatch.setattr(trainer_module, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(loading, "load_weights", lambda *a, **k: pytest.fail("a model was loaded"))
     with pytest.raises(UserError, match=r"^--resume: no intact checkpoint in .*checkpoints: step-0000002 "
                                         r"\(model.safetensors differs .*\); step-0000001 \(optimizer.bin has .*\); "
                                         r"start again without --resume$"):
@@ -172,12 +172,12 @@ def test_a_damaged_adapter_is_a_one_line_error(tmp_path, checkpointed):
 @pytest.mark.parametrize("key", ["model.adapter", "reference.adapter"])
 def test_training_checks_its_adapters_before_loading_a_model(tmp_path, tiny_model_dir, checkpointed, monkeypatch,
                                                              key):
-    import xlpo.train.trainer as trainer_module
+    import xlpo.train.distributed as loading  # the trainer loads its models through it
 
     adapter = tmp_path / "adapter"
     shutil.copytree(checkpointed / "adapter", adapter)
     (adapter / "adapter_config.json").write_text("{")
-    monkeypatch.setattr(trainer_module, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(loading, "load_weights", lambda *a, **k: pytest.fail("a model was loaded"))
     with pytest.raises(UserError, match=r"adapter_config.json: not valid JSON"):
         train(_config(tmp_path / "run", tiny_model_dir, f"{key}={adapter}", "training.max_steps=1"))
     assert not (tmp_path / "run").exists()

@@ -207,7 +207,7 @@ def test_the_paper_setup_dry_runs_as_the_paper_ran(monkeypatch, capsys):
     assert config.reference.name_or_path == "princeton-nlp/Llama-3-Base-8B-SFT"
     assert (config.reference.training, config.reference.reward) == ("previous", "initial")  # Algorithm 1, Eq. 9
     assert (config.sampling.backend, config.sampling.processes, config.sampling.n) == ("vllm", 8, 10)
-    assert (config.train_launch.config, config.train_launch.num_processes) == ("accelerate/deepspeed-zero3-init", 8)
+    assert (config.train_launch.config, config.train_launch.num_processes) == ("accelerate/deepspeed-zero3", 8)
     train = iteration_train_config(config, policy=ModelSpec(config.policy.name_or_path), data="pairs.jsonl",
                                    output_dir="train", reference=ModelSpec(config.policy.name_or_path))
     assert not train.lora.enabled and train.training.learning_rate == 5e-7 and train.loss.name == "dpo_nll"

@@ -106,7 +106,7 @@ class StatsSection(Section):
 
 
 class TrainLaunchSection(Section):
-    config: str | None = Field(None, description="Train each iteration in processes of its own: `accelerate launch --config_file CONFIG -m xlpo train`, CONFIG a shipped launcher (accelerate/ddp, accelerate/deepspeed-zero2, accelerate/deepspeed-zero3, accelerate/deepspeed-zero3-init, accelerate/fsdp2) or an accelerate config file; default: in the driver's process.")
+    config: str | None = Field(None, description="Train each iteration in processes of its own: `accelerate launch --config_file CONFIG -m xlpo train`, CONFIG a shipped launcher (accelerate/ddp, accelerate/deepspeed-zero2, accelerate/deepspeed-zero3, accelerate/fsdp2) or an accelerate config file; default: in the driver's process.")
     num_processes: int = Field(1, gt=0, description="Processes (GPUs) of the launched training. train.training.batch_size is per process: the global batch is batch_size x grad_accum x num_processes.")
     main_process_port: int | None = Field(None, gt=0, lt=65536, description="Port of the launched processes' rendezvous on 127.0.0.1 (default: a free one).")
 
