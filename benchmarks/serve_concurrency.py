@@ -20,11 +20,11 @@ from pathlib import Path
 import openai
 import torch
 
-from xlpo.bench.serve_engine import BatchingEngine
-from xlpo.bench.serve_generation import BatchGenerator
-from xlpo.bench.server import ChatService, make_server
 from xlpo.fileio import write_json
 from xlpo.generation import make_generator
+from xlpo.serve.app import ChatService, make_server
+from xlpo.serve.engine import BatchingEngine
+from xlpo.serve.generation import BatchGenerator
 from xlpo.versions import library_versions
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from xlpo.bench.chat import ChatReply
 from xlpo.bench.mtbench import (
     DEFAULT_LANGUAGES,
     PAPER_LANGUAGES,
@@ -30,6 +29,7 @@ from xlpo.bench.mtbench_judge import (
     summarize_language,
     summarize_languages,
 )
+from xlpo.clients.chat import ChatReply
 from xlpo.errors import UserError
 
 

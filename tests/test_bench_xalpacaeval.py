@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from xlpo.bench.chat import ChatReply
 from xlpo.bench.xalpacaeval import (Instruction, judge_messages, load_instructions, plan_judgments,
                                     preference_for_second, read_answers, run_xalpacaeval, table)
 from xlpo.bench.xalpacaeval.data import read_difficulty
 from xlpo.bench.xalpacaeval.judge import SYSTEM_PROMPT, USER_TEMPLATE
+from xlpo.clients.chat import ChatReply
 from xlpo.errors import UserError
 
 

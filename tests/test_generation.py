@@ -250,7 +250,7 @@ class Scripted(torch.nn.Module):
 
 @pytest.mark.parametrize("text", ["森林の栄養素。", "  Hé 日本  語 "])
 def test_hf_completions_cut_at_max_new_tokens_never_end_in_half_a_character(tokenizer, text):
-    from test_bench_serve_generation import reference_text  # the slow obvious version, shared with the server's test
+    from test_serve_generation import reference_text  # the slow obvious version, shared with the server's test
 
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     cuts = [k for k in range(1, len(ids) + 1) if tokenizer.decode(ids[:k]).endswith("\ufffd")]

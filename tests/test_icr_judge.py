@@ -8,9 +8,9 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from test_bench_client import completion, scripted  # noqa: F401 (scripted is a fixture)
+from test_clients_endpoint import completion, scripted  # noqa: F401 (scripted is a fixture)
 from test_icr_pipeline import _config, policy_adapter  # noqa: F401 (policy_adapter is a fixture)
-from xlpo.bench.chat import ChatReply
+from xlpo.clients.chat import ChatReply
 from xlpo.icr.pipeline import IterationDir, run_icr
 from xlpo.icr.stats import accuracy_replicates, judge_pairs, judged_accuracy, table1
 

@@ -60,7 +60,7 @@ JudgeBatch = Annotated[int, typer.Option("--judge-batch-size", min=1, help="Prom
 def candidate_backend(model: str, adapter: Path | None, endpoint: str | None, endpoint_model: str | None,
                       endpoint_key_env: str | None, batch_size: int, backend: str = "auto",
                       max_model_len: int | None = None, gpu_memory_utilization: float = 0.9, role: str = "candidate"):
-    from xlpo.bench.backends import candidate_backend as build  # loads torch: only for commands that generate
+    from xlpo.clients.backends import candidate_backend as build  # loads torch: only for commands that generate
     from xlpo.generation import VLLMSettings
 
     return build(model, adapter, endpoint, endpoint_model, endpoint_key_env, batch_size, role, backend,
@@ -70,7 +70,7 @@ def candidate_backend(model: str, adapter: Path | None, endpoint: str | None, en
 def judge_backend(url: str | None, model: str | None, key_env: str | None, concurrency: int,
                   rpm: float | None, cache: Path | None, no_cache: bool, adapter: Path | None = None,
                   batch_size: int = 8):
-    from xlpo.bench.backends import judge_backend as build  # loads torch: only for commands that judge
+    from xlpo.clients.backends import judge_backend as build  # loads torch: only for commands that judge
 
     return build(url, model, key_env, concurrency, rpm, cache, no_cache, adapter, batch_size)
 

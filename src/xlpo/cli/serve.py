@@ -33,9 +33,9 @@ def serve(
 ) -> None:
     """Serve POST /v1/chat/completions (streamed or not) and GET /v1/models until interrupted (Ctrl-C)."""
     # Imported here, not at the top: they load torch and transformers, which `xlpo --help` must not.
-    from xlpo.bench.serve_engine import BatchingEngine
-    from xlpo.bench.serve_generation import BatchGenerator
-    from xlpo.bench.server import ChatService, is_loopback, make_server
+    from xlpo.serve.engine import BatchingEngine
+    from xlpo.serve.generation import BatchGenerator
+    from xlpo.serve.app import ChatService, is_loopback, make_server
     from xlpo.generation import make_generator, render_prompt
 
     if api_key_env and not os.environ.get(api_key_env):  # checked before the model loads

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
-from xlpo.bench.chat import ChatBackend, ChatRequest
-from xlpo.bench.common import run_requests
 from xlpo.bench.lc_winrate import percentile_interval
+from xlpo.clients.chat import ChatBackend, ChatRequest
+from xlpo.clients.stage import run_requests
 from xlpo.errors import UserError
 from xlpo.fileio import iter_jsonl, write_jsonl
 

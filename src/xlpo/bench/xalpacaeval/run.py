@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from xlpo.bench import lc_winrate
-from xlpo.bench.chat import ChatBackend, ChatRequest
-from xlpo.bench.common import run_requests, write_results
+from xlpo.bench.common import write_results
 from xlpo.bench.mtbench import derive_seed
 from xlpo.bench.winrate import candidate_position
 from xlpo.bench.xalpacaeval.data import (ANSWERS_FILE, BASELINE_FILE, Instruction, load_instructions, read_answers,
                                          read_difficulty)
 from xlpo.bench.xalpacaeval.judge import USER_TEMPLATE, judge_request, preference_for_second
+from xlpo.clients.chat import ChatBackend, ChatRequest
+from xlpo.clients.stage import run_requests
 from xlpo.errors import UserError
 from xlpo.fileio import read_json, write_jsonl
 

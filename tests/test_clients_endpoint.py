@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from xlpo.bench.chat import ChatRequest
-from xlpo.bench.client import EndpointBackend, EndpointSettings
+from xlpo.clients.chat import ChatRequest
+from xlpo.clients.endpoint import EndpointBackend, EndpointSettings
 from xlpo.errors import UserError
 
 

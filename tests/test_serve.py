@@ -18,13 +18,13 @@ import pytest
 import torch
 from jinja2 import TemplateError
 
-from xlpo.bench.chat import ChatRequest
-from xlpo.bench.client import EndpointBackend, EndpointSettings
-from xlpo.bench.serve_engine import BatchingEngine
-from xlpo.bench.serve_generation import BatchGenerator
-from xlpo.bench.server import ChatService, RequestError, is_loopback, make_server
+from xlpo.clients.chat import ChatRequest
+from xlpo.clients.endpoint import EndpointBackend, EndpointSettings
 from xlpo.errors import UserError
 from xlpo.generation import Completion, GenerationSettings, make_generator, render_prompt
+from xlpo.serve.app import ChatService, RequestError, is_loopback, make_server
+from xlpo.serve.engine import BatchingEngine
+from xlpo.serve.generation import BatchGenerator
 
 
 class FakeGenerate:

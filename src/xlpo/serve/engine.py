@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from xlpo.bench.serve_generation import RowsRequest, Sampling
 from xlpo.generation import Completion
+from xlpo.serve.generation import RowsRequest, Sampling
 
 
 @dataclass(frozen=True)

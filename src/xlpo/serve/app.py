@@ -19,10 +19,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from jinja2 import TemplateError
 
-from xlpo.bench.serve_engine import BatchingEngine, Failed, Finished, Job, TextPiece
-from xlpo.bench.serve_generation import Sampling
 from xlpo.errors import UserError
 from xlpo.generation import Completion
+from xlpo.serve.engine import BatchingEngine, Failed, Finished, Job, TextPiece
+from xlpo.serve.generation import Sampling
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 ROLES = ("system", "user", "assistant")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_bench_client import ask, scripted, settings  # noqa: F401 (scripted is a fixture)
-from xlpo.bench import backends
-from xlpo.bench.chat import ChatReply, ChatRequest, request_key
-from xlpo.bench.client import EndpointBackend
-from xlpo.bench.common import run_requests
-from xlpo.bench.local import LocalBackend
+from test_clients_endpoint import ask, scripted, settings  # noqa: F401 (scripted is a fixture)
+from xlpo.clients import backends
+from xlpo.clients.chat import ChatReply, ChatRequest, request_key
+from xlpo.clients.endpoint import EndpointBackend
+from xlpo.clients.local import LocalBackend
+from xlpo.clients.stage import run_requests
 from xlpo.errors import UserError
 from xlpo.generation import GenerationSettings, make_generator
 

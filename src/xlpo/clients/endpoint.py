@@ -19,7 +19,7 @@ from pathlib import Path
 
 import requests
 
-from xlpo.bench.chat import ChatReply, ChatRequest, request_key
+from xlpo.clients.chat import ChatReply, ChatRequest, request_key
 from xlpo.errors import UserError
 from xlpo.fileio import write_json
 

@@ -11,7 +11,7 @@ from itertools import groupby
 
 import torch
 
-from xlpo.bench.chat import ChatReply, ChatRequest
+from xlpo.clients.chat import ChatReply, ChatRequest
 from xlpo.generation import Completion, GenerationSettings, PromptEncoder, VLLMSettings, make_generator
 from xlpo.models import eval_mode
 
