@@ -35,3 +35,27 @@ def test_user_mistakes_are_one_line_errors(tmp_path, shared_data, monkeypatch, a
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("xlpo: error: ") and message in lines[0], result.output
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+@pytest.mark.parametrize("config, message", [
+    ("{not json", "adapter_config.json: not valid JSON"),
+    ('["a list"]', "expected a PEFT adapter config"),
+    (None, "no adapter_config.json there"),
+])
+def test_serve_checks_the_adapter_before_loading_the_model(tmp_path, monkeypatch, config, message):
+    import xlpo.generation
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded before the adapter was checked")
+
+    monkeypatch.setattr(xlpo.generation, "load_model", never)
+    monkeypatch.setattr(xlpo.generation, "load_tokenizer", never)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"")
+    if config is not None:
+        (adapter / "adapter_config.json").write_text(config)
+    result = _invoke("serve", "--adapter", str(adapter), "--port", "0")
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("xlpo: error: ") and message in lines[0], result.output

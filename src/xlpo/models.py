@@ -12,6 +12,7 @@ import copy
 import gc
 import hashlib
 import importlib.metadata
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,10 +167,32 @@ def lora_targets(model, target_modules):
     return target_modules if len(text) in (0, len(linear)) else text
 
 
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def check_adapter(adapter_path: str | Path) -> dict:
+    """The adapter_config.json of a saved PEFT adapter, or a UserError saying what is wrong with the
+    folder; reads no weights, so it is cheap enough to run before any model loads."""
+    folder = Path(adapter_path)
+    if not folder.is_dir():
+        raise UserError(f"adapter '{adapter_path}': no such folder")
+    path = folder / "adapter_config.json"
+    if not path.is_file():
+        raise UserError(f"adapter '{adapter_path}': no adapter_config.json there")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("peft_type"), str):
+        raise UserError(f"{path}: expected a PEFT adapter config (a JSON object with a 'peft_type')")
+    if not any((folder / name).is_file() for name in ADAPTER_WEIGHTS):
+        raise UserError(f"adapter '{adapter_path}': no weights ({' or '.join(ADAPTER_WEIGHTS)}) there")
+    return config
+
+
 def load_adapter(model, adapter_path: str, trainable: bool = False, name: str = "default"):
     """Attach a saved PEFT adapter to `model`; on a PEFT model, as a further adapter called `name`."""
-    if not Path(adapter_path, "adapter_config.json").is_file():
-        raise UserError(f"adapter '{adapter_path}': no adapter_config.json there")
+    check_adapter(adapter_path)
     if is_peft(model):
         model.load_adapter(adapter_path, adapter_name=name, is_trainable=trainable)
         return model
