@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -25,6 +27,9 @@ def _invoke(*args: str):
     (["bench", "winrate", "{out}", "{out}", "--out", "{out}", "--judge-url", "http://127.0.0.1:9/v1",
       "--judge-model", "j", "--judge-key-env", "XLPO_TEST_UNSET_KEY"], "XLPO_TEST_UNSET_KEY is not set"),
     (["serve", "--api-key-env", "XLPO_TEST_UNSET_KEY"], "XLPO_TEST_UNSET_KEY"),
+    (["bench", "mtbench", "--data", "{mt}", "--out", "{out}", "--judge-model", "embedded", "--judge-adapter", "{out}"],
+     "out': no such folder"),
+    (["bench", "mifeval", "--data", "{mif}", "--out", "{out}", "--adapter", "{mif}"], "no adapter_config.json there"),
 ])
 def test_user_mistakes_are_one_line_errors(tmp_path, shared_data, monkeypatch, args, message):
     monkeypatch.delenv("XLPO_TEST_UNSET_KEY", raising=False)
@@ -59,3 +64,26 @@ def test_serve_checks_the_adapter_before_loading_the_model(tmp_path, monkeypatch
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("xlpo: error: ") and message in lines[0], result.output
+
+
+def test_xalpacaeval_checks_the_baseline_before_generating_any_answer(tmp_path, monkeypatch):
+    from test_bench_xalpacaeval import DATA, write_data
+
+    import xlpo.generation
+
+    def never(*args, **kwargs):
+        raise AssertionError("a model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(xlpo.generation, "load_model", never)
+    monkeypatch.setattr(xlpo.generation, "load_tokenizer", never)
+    data = write_data(tmp_path / "data", DATA)
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "en.json").write_text(json.dumps([{"id": 1, "output": "x"}]))  # answers for 1 of 3 instructions
+    out = tmp_path / "out"
+    result = _invoke("bench", "xalpacaeval", "--data", str(data), "--out", str(out), "--languages", "en",
+                     "--baseline", str(base), "--judge-model", "embedded")
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "no answer for en instruction id 2" in lines[0], result.output
+    assert not (out / "answers.jsonl").exists()

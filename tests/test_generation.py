@@ -150,7 +150,8 @@ class _FakeVLLM:
 
 def _adapter_dir(path: Path, r: int, rank_pattern: dict | None = None) -> str:
     path.mkdir(parents=True, exist_ok=True)
-    (path / "adapter_config.json").write_text(json.dumps({"r": r, "rank_pattern": rank_pattern or {}}))
+    (path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": r, "rank_pattern": rank_pattern or {}}))
+    (path / "adapter_model.safetensors").write_bytes(b"")  # present, as every adapter has weights; never read here
     return str(path)
 
 

@@ -200,6 +200,7 @@ def test_a_request_over_the_context_is_a_400_with_the_numbers(make_service, toke
 def test_a_request_needing_more_cache_than_a_batch_holds_is_a_400(make_service):
     service = make_service(FakeGenerate(), max_batch_tokens=100)
     assert service.parse({"messages": user(), "max_tokens": 50, "n": 2}).job.sampling.n == 2
+    assert service.parse({"messages": user(), "n": 4}).job.sampling.max_tokens == 25  # no max_tokens: what fits
     with pytest.raises(RequestError, match=r"n x \(prompt \+ max_tokens\) = 3 x \(0 \+ 50\) = 150 tokens") as exc:
         service.parse({"messages": user(), "max_tokens": 50, "n": 3})
     assert exc.value.status == 400

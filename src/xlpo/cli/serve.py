@@ -32,7 +32,7 @@ def serve(
         "--max-queue", min=1, help="Requests that may wait for a batch; more are answered 503 with Retry-After.")] = 64,
     max_batch_tokens: Annotated[Optional[int], typer.Option(
         "--max-batch-tokens", min=1, help="Cache positions (rows x (longest prompt + largest max_tokens)) one batch "
-                                          "may hold; default twice the context length.")] = None,
+                                          "may hold; default the model's context length.")] = None,
     request_timeout: Annotated[float, typer.Option(
         "--request-timeout", min=0.001, help="Seconds a request may take from arrival to its last token; then 504.")] = 600,
     max_body_mb: Annotated[float, typer.Option(

@@ -2,7 +2,8 @@
 
 A rerun reuses every answered item whose request is unchanged and whose backend is the same system,
 retries failed ones, and answers new ones, saving after each chunk so that a killed run loses at most
-one chunk. Benchmarks and ICR's judge run every model call through `run_requests`.
+one chunk. Benchmarks and ICR's judge run every model call through `run_requests`; a stage where every
+request failed stops the run instead of passing for a result.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from xlpo.clients.chat import ChatBackend, ChatReply, ChatRequest, request_key
+from xlpo.errors import RequestsFailed
 from xlpo.fileio import iter_jsonl, write_jsonl
 from xlpo.progress import Progress
 
@@ -52,9 +54,23 @@ def run_requests(path: str | Path, backend: ChatBackend, requests: Sequence[tupl
             progress.reach(len(rows))
     if not todo:
         write_jsonl(path, [rows[k] for k in keys])  # drop rows of requests no longer asked
+    _say_failures(label, [rows[k] for k in keys if rows[k]["text"] is None], len(keys), path, echo)
     return {key: ChatReply(text=rows[key]["text"], error=rows[key]["error"], cached=rows[key].get("cached", False),
                            top_logprobs=rows[key].get("top_logprobs"))
             for key in keys}
+
+
+def _say_failures(label: str, failed: list[dict], total: int, path: Path, echo: Callable[[str], None] | None) -> None:
+    """Failures never pass for success: a stage where every request failed stops the run (RequestsFailed,
+    exit 1); some failed, and a line says how many (the results count them too)."""
+    if not failed:
+        return
+    example = failed[0].get("error") or "no reply"
+    if len(failed) == total:
+        raise RequestsFailed(f"{label}: all {total} requests failed (first: {example}); they are kept in {path} "
+                             "and a rerun asks them again")
+    if echo:
+        echo(f"{label}: {len(failed)} of {total} requests failed (first: {example}); a rerun asks them again")
 
 
 # Settings that change how a backend works, not what answers: a rerun with another batch size or

@@ -236,6 +236,16 @@ def judge_folder(judge_dir: str | Path, judge: ChatBackend, *, max_tokens: int =
     return Counter(row["status"] for row in rows)
 
 
+def judge_counts(judge_dir: str | Path) -> dict[str, Counter]:
+    """{reward kind: Counter of judged/unparseable/failed} from an iteration's judgments.jsonl ({} if none)."""
+    path = Path(judge_dir) / "judgments.jsonl"
+    counts: dict[str, Counter] = defaultdict(Counter)
+    if path.is_file():
+        for _, row in iter_jsonl(path):
+            counts[row["kind"]][row["status"]] += 1
+    return dict(counts)
+
+
 # -- the statistics of one iteration ----------------------------------------------------------
 def iteration_stats(samples: list[dict], scores: list[dict], alphas: dict, pairs: dict[str, list[dict]],
                     beta: float, languages: dict[str, str | None] | None = None,

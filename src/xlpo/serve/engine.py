@@ -124,11 +124,16 @@ class BatchingEngine:
             self._run(batch)
 
     def _take(self, timeout: float | None) -> Job | object:
-        job = self.waiting.get(timeout=timeout)
-        if job is not _STOP:
+        """The next waiting job whose client has not left (or _STOP); queue.Empty after `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.waiting.get(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if job is _STOP:
+                return job
             with self.count_lock:
                 self.queued -= 1
-        return job
+            if not job.gone.is_set():  # a request that timed out or was left while waiting takes no place
+                return job
 
     def _fits(self, batch: list[Job], job: Job) -> bool:
         if sum(j.sampling.n for j in batch) + job.sampling.n > self.batch_size:

@@ -24,7 +24,7 @@ class Scheduling:
     batch_size: int = 8  # most rows (requests x n) generated together
     max_wait: float = 0.02  # seconds a request waits for others to share its call
     max_queue: int = 64  # requests waiting beyond the running batch; more are answered 503
-    max_batch_tokens: int | None = None  # cache positions per batch; None: twice the context length
+    max_batch_tokens: int | None = None  # cache positions per batch; None: the context length
 
 
 def context_length(model, tokenizer) -> int | None:
@@ -43,7 +43,9 @@ def build_service(generator, served_name: str, scheduling: Scheduling = Scheduli
     held to the model's context length (unless `limits` names one)."""
     model, tokenizer = generator.model, generator.tokenizer
     context = limits.context_length or context_length(model, tokenizer)
-    batch_tokens = scheduling.max_batch_tokens or (2 * context if context else None)
+    # One batch holds at most one whole context by default: the cache (and memory) a batch can take is
+    # bounded by what one request may ask for anyway.
+    batch_tokens = scheduling.max_batch_tokens or context
     engine = BatchingEngine(BatchGenerator(model, tokenizer), scheduling.batch_size, scheduling.max_wait,
                             scheduling.max_queue, batch_tokens)
     limits = replace(limits, context_length=context, max_batch_tokens=batch_tokens)
@@ -78,6 +80,8 @@ def serve(model: str = "embedded", adapter: Path | None = None, *, host: str = "
          f"queue {scheduling.max_queue}; Ctrl-C to stop)")
     try:
         server.serve_forever()
+    except KeyboardInterrupt:  # uvicorn stops gracefully on Ctrl-C, then passes the signal on
+        pass
     finally:
         server.server_close()
         service.engine.close()

@@ -111,17 +111,17 @@ class ChatService:
             raise RequestError(f"max_tokens: at most {limits.max_tokens} on this server, got {max_tokens}")
         messages = [m.model_dump() for m in request.messages]
         prompt_tokens, exact = self._measure(messages, max_tokens)
-        if max_tokens is None:
-            room = limits.default_max_tokens if limits.context_length is None else \
-                limits.context_length - prompt_tokens
-            max_tokens = max(1, min(limits.default_max_tokens, room))
+        n = request.n or 1
+        if max_tokens is None:  # the default, or less: what room the context and the batch's cache leave
+            room = [limits.default_max_tokens, *([limits.context_length - prompt_tokens] if limits.context_length else []),
+                    *([limits.max_batch_tokens // n - prompt_tokens] if limits.max_batch_tokens else [])]
+            max_tokens = max(1, min(room))
         if limits.context_length is not None and prompt_tokens + max_tokens > limits.context_length:
             raise RequestError(
                 f"This model's maximum context length is {limits.context_length} tokens. However, you requested "
                 f"{'at least ' if not exact else ''}{prompt_tokens + max_tokens} tokens ({'at least ' if not exact else ''}"
                 f"{prompt_tokens} in the messages, {max_tokens} in the completion). Please reduce the length of the "
                 "messages or completion.", 400, "context_length_exceeded")
-        n = request.n or 1
         if limits.max_batch_tokens is not None and n * (prompt_tokens + max_tokens) > limits.max_batch_tokens:
             raise RequestError(
                 f"this request needs n x (prompt + max_tokens) = {n} x ({prompt_tokens} + {max_tokens}) = "

@@ -99,12 +99,12 @@ def _language_block(lang: str, instructions, candidate, baseline, rows, difficul
             "baseline_chars": float(np.mean([len(baseline[i.key]) for i in both])) if both else None}
 
 
-def _baseline_answers(instructions, out_dir, baseline_dir, baseline, settings, echo) -> tuple[dict, dict]:
+def _baseline_answers(instructions, out_dir, baseline_dir, given, baseline, settings, echo) -> tuple[dict, dict]:
     if baseline is not None:
         requests = answer_requests(instructions, *settings, stream="baseline/")
         replies = run_requests(out_dir / BASELINE_FILE, baseline, requests, label="baseline answers", echo=echo)
         return {k: r.text for k, r in replies.items()}, {"baseline": baseline.describe()}
-    return read_answers(baseline_dir, instructions), {"baseline_answers": str(baseline_dir)}
+    return given, {"baseline_answers": str(baseline_dir)}
 
 
 def run_xalpacaeval(data_dir: str | Path, out_dir: str | Path, candidate: ChatBackend, *,
@@ -125,6 +125,8 @@ def run_xalpacaeval(data_dir: str | Path, out_dir: str | Path, candidate: ChatBa
     instructions = load_instructions(data_dir, languages, limit)
     settings = (temperature, top_p, max_tokens, seed)
     difficulty = read_difficulty(difficulty_path, instructions) if difficulty_path else None
+    # Every input is read and checked before the first answer is generated.
+    given = read_answers(baseline_dir, instructions) if baseline_dir is not None else None
     replies = run_requests(out_dir / ANSWERS_FILE, candidate, answer_requests(instructions, *settings),
                            label="candidate answers", echo=echo)
     cand = {k: r.text for k, r in replies.items()}
@@ -136,7 +138,7 @@ def run_xalpacaeval(data_dir: str | Path, out_dir: str | Path, candidate: ChatBa
     if judge is None and baseline is None:
         results = {"languages": {lang: _lengths_only(lang, instructions, cand) for lang in languages}}
         return read_json(write_results(out_dir, "xalpacaeval", results, {**config, "judged": False}))
-    base, where = _baseline_answers(instructions, out_dir, baseline_dir, baseline, settings, echo)
+    base, where = _baseline_answers(instructions, out_dir, baseline_dir, given, baseline, settings, echo)
     config.update(where)
     if judge is None:
         results = {"languages": {lang: _lengths_only(lang, instructions, cand, base) for lang in languages}}
