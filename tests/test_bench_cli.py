@@ -87,3 +87,56 @@ def test_xalpacaeval_checks_the_baseline_before_generating_any_answer(tmp_path, 
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "no answer for en instruction id 2" in lines[0], result.output
     assert not (out / "answers.jsonl").exists()
+
+
+def _two_xlsum_runs(tmp_path):
+    from test_bench_winrate import FIXTURES, FakeBackend, summariser
+
+    from xlpo.bench.xlsum import run_xlsum
+
+    for name, tag in (("a", "GOOD"), ("b", "BAD")):
+        run_xlsum(FIXTURES, ["en"], None, tmp_path / name, FakeBackend(summariser(tag)), seed=1, echo=None)
+    return tmp_path / "a", tmp_path / "b"
+
+
+def test_winrate_with_a_judge_that_fails_every_request_says_so_and_exits_1(tmp_path):
+    from test_clients_endpoint import Scripted
+
+    a, b = _two_xlsum_runs(tmp_path)
+    server = Scripted(default=(404, {"error": {"message": "The model `j` does not exist"}}, {}))
+    try:
+        result = _invoke("bench", "winrate", str(a), str(b), "--out", str(tmp_path / "out"), "--judge-url", server.url,
+                         "--judge-model", "j", "--no-judge-cache")
+    finally:
+        server.close()
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines[-1] == (f"xlpo: error: judge: all {len(server.requests)} requests failed (first: HTTP 404: The model "
+                         f"`j` does not exist); they are kept in {tmp_path / 'out' / 'judge_requests.jsonl'} and a "
+                         "rerun asks them again"), result.output
+    assert len(server.requests) > 0 and not (tmp_path / "out" / "results.json").exists()
+
+
+def test_winrate_with_a_judge_that_fails_some_requests_counts_them(tmp_path):
+    from test_clients_endpoint import Scripted, completion
+
+    a, b = _two_xlsum_runs(tmp_path)
+    asked = []
+
+    def every_other(body):
+        asked.append(body)
+        return completion("Comparison: same.\nPreferred: Answer (A)") if len(asked) % 2 else (
+            400, {"error": {"message": "context too long"}}, {})
+
+    server = Scripted(responder=every_other)
+    try:
+        result = _invoke("bench", "winrate", str(a), str(b), "--out", str(tmp_path / "out"), "--judge-url", server.url,
+                         "--judge-model", "j", "--no-judge-cache", "--judge-concurrency", "1")
+    finally:
+        server.close()
+    assert result.exit_code == 0, result.output
+    failed = len(asked) // 2
+    assert failed > 0 and f"judge: {failed} of {len(asked)} requests failed (first: HTTP 400: context too long)" \
+        in result.output
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["results"]["all"]["failed"] == failed
