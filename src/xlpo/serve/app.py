@@ -33,8 +33,10 @@ DRAIN_LIMIT = 64 * 1024 * 1024  # an oversized body is read to its end (then dro
 
 
 class BodyLimit:
-    """ASGI middleware: a body over `limit` bytes is a 413, sent after the body has been read and
-    dropped (a server that closes early makes the client see a reset connection, not the answer)."""
+    """ASGI middleware: a body over `limit` bytes is a 413 in OpenAI's error shape, sent after the body
+    has been read and dropped (a server that closes early makes the client see a reset connection, not
+    the answer). FastAPI's own `max_body_size` answers in plain text without draining: the SDK then
+    shows no message."""
 
     def __init__(self, app, limit: int):
         self.app, self.limit = app, limit
