@@ -16,7 +16,14 @@ from scipy.stats import t as student_t
 
 from xlpo.errors import UserError
 from xlpo.eval.analysis.accuracy import accuracy_table, reward_differences
-from xlpo.eval.analysis.compare import accuracy_comparison, mean_difference, shift_comparison, statistic_difference
+from xlpo.eval.analysis.compare import (
+    Difference,
+    accuracy_comparison,
+    format_difference,
+    mean_difference,
+    shift_comparison,
+    statistic_difference,
+)
 from xlpo.eval.analysis.correlation import fisher_interval, pearson
 from xlpo.eval.analysis.driver import analyze
 from xlpo.eval.analysis.groups import Group, alpha_sweep, group_accuracy, group_runs
@@ -489,8 +496,10 @@ def test_group_runs_rejects_mixed_groups_and_repeated_seeds():
     assert [(g.label, [r.name for r in g.runs]) for g in groups] == [("g", ["a", "d"]), ("e", ["e"])]
 
 
-def _slow_interval(t, b, langs, t_trained, b_trained, macro):
-    """The seed-and-pair interval written out with loops (the obvious version of compare.mean_difference)."""
+def _slow_interval(t, b, langs, t_trained, b_trained, macro, others=()):
+    """The seed-and-pair interval written out with loops (the obvious version of compare.mean_difference): each
+    trained side's seed variance is the larger of its own and the one pooled over every trained group with two
+    seeds or more (the two compared, and `others`), with the pool's degrees of freedom."""
     names = sorted(set(langs))
     idx = {lang: [i for i in range(len(langs)) if langs[i] == lang] for lang in names}
     weight = {lang: (1 / len(names) if macro else len(idx[lang]) / len(langs)) for lang in names}
@@ -498,24 +507,27 @@ def _slow_interval(t, b, langs, t_trained, b_trained, macro):
     def stat(row):
         return sum(weight[lang] * sum(row[i] for i in idx[lang]) / len(idx[lang]) for lang in names)
 
+    def var(xs):
+        m = sum(xs) / len(xs)
+        return sum((x - m) ** 2 for x in xs) / (len(xs) - 1)
+
     ts, bs = [stat(r) for r in t], [stat(r) for r in b]
     diff = sum(ts) / len(ts) - sum(bs) / len(bs)
-    parts = []
-    for s, trained in ((ts, t_trained), (bs, b_trained)):
-        if trained:
-            m = sum(s) / len(s)
-            parts.append((sum((x - m) ** 2 for x in s) / (len(s) - 1) / len(s), len(s) - 1))
+    replicated = [[stat(r) for r in g] for g in [t if t_trained else [], b if b_trained else [], *others] if len(g) > 1]
+    pool_df = sum(len(g) - 1 for g in replicated)
+    pooled = sum((len(g) - 1) * var(g) for g in replicated) / pool_df
+    parts = [(max(var(s), pooled) / len(s), pool_df) if len(s) < 4 else (var(s) / len(s), len(s) - 1)
+             for s, trained in ((ts, t_trained), (bs, b_trained)) if trained]
     d = [sum(r[i] for r in t) / len(t) - sum(r[i] for r in b) / len(b) for i in range(len(langs))]
     pair = 0.0
     for lang in names:
         vals = [d[i] for i in idx[lang]]
-        m = sum(vals) / len(vals)
-        pair += weight[lang] ** 2 * sum((v - m) ** 2 for v in vals) / (len(vals) - 1) / len(vals)
+        pair += weight[lang] ** 2 * var(vals) / len(vals)
     parts.append((pair, len(langs) - len(names)))
-    var = sum(v for v, _ in parts)
-    df = var ** 2 / sum(v * v / k for v, k in parts)
-    half = student_t.ppf(0.975, df) * math.sqrt(var)
-    return diff, math.sqrt(var), df, diff - half, diff + half
+    total = sum(v for v, _ in parts)
+    df = total ** 2 / sum(v * v / k for v, k in parts)
+    half = student_t.ppf(0.975, df) * math.sqrt(total)
+    return diff, math.sqrt(total), df, diff - half, diff + half
 
 
 @pytest.mark.parametrize("macro", [False, True])
@@ -531,22 +543,57 @@ def test_mean_difference_matches_the_slow_version(macro, kb, b_trained):
     assert d.covers_seeds and d.n == langs.size
 
 
-def test_a_languages_seed_variance_is_floored_at_the_methods_average():
-    """Two seeds that agree in one language by chance do not make that language's interval narrow."""
-    from xlpo.eval.analysis.compare import compare_means
+@pytest.mark.parametrize("macro", [False, True])
+def test_a_studys_seed_pool_matches_the_slow_version(macro):
+    """The seed variance pooled over every replicated group of a study, not only the two compared."""
+    from xlpo.eval.analysis.compare import SeedPool
+
+    rng = np.random.default_rng(9)
+    langs = np.array(["de"] * 7 + ["zh"] * 12 + ["ar"] * 5)
+    t, b = ((rng.random((k, langs.size)) < p).astype(float) for k, p in ((2, 0.6), (5, 0.5)))
+    others = [(rng.random((k, langs.size)) < 0.3 + 0.4 * rng.random((k, 1))).astype(float) for k in (2, 3, 1)]
+    pool = SeedPool.of([t, b, *others], langs)
+    d = mean_difference(t, b, langs, (True, True), macro=macro, pool=pool)
+    slow = _slow_interval(t.tolist(), b.tolist(), langs.tolist(), True, True, macro, [o.tolist() for o in others])
+    assert (d.diff, d.se, d.df, d.lo, d.hi) == pytest.approx(slow, rel=1e-9)
+    assert d.df > 5  # the target's seed variance pooled (1 + 4 + 1 + 2 degrees of freedom); the baseline's own (4)
+
+
+def test_two_seeds_that_agree_by_chance_borrow_the_studys_seed_spread_and_a_wide_group_keeps_its_own():
+    """Issue 23: with one degree of freedom per side, a near-zero spread made an interval narrow and a wide one made
+    it reach past +100 points. Pooled over the study's groups, both are tamed."""
+    from xlpo.eval.analysis.compare import SeedPool, compare_means, language_floor
 
     langs = np.repeat(np.array(["de", "zh"]), 20)
-    t = np.zeros((2, 40))
-    t[:, :10] = 1.0  # de: both seeds 50%
-    t[0, 20:36], t[1, 20:24] = 1.0, 1.0  # zh: 80% and 20%
-    b = np.zeros((2, 40))
-    comp = compare_means(t, b, langs, (True, True), ("t", "b"), "accuracy sum")
-    own_zh, pooled = np.var([0.8, 0.2], ddof=1), np.var([0.8, 0.2], ddof=1) / 2  # de's own variance is 0
-    d = t.mean(axis=0)[:20]  # de's per-pair differences (the baseline is 0)
-    assert comp.languages["de"].se ** 2 == pytest.approx(pooled / 2 + d.var(ddof=1) / 20)
-    assert comp.languages["de"].seed_sd[0] == 0.0  # the observed spread is reported as it is
-    d = t.mean(axis=0)[20:]
-    assert comp.languages["zh"].se ** 2 == pytest.approx(own_zh / 2 + d.var(ddof=1) / 20)
+    still = np.zeros((2, 40))
+    still[:, :10] = 1.0  # both seeds 50% in de, 0% in zh: no spread
+    wide = np.zeros((2, 40))
+    wide[0, :16], wide[1, :4] = 1.0, 1.0  # de: 80% and 20%
+    base = np.zeros((1, 40))
+    study = [still, wide, *[(np.random.default_rng(s).random((2, 40)) < 0.5).astype(float) for s in range(4)]]
+    pool = SeedPool.of(study, langs)
+    calm = compare_means(still, base, langs, (True, False), ("t", "b"), "accuracy sum", pool)
+    by_lang = [pool.mean_variance({lang: 1.0}) for lang in ("de", "zh")]
+    floor = language_floor(by_lang)  # a language's pooled variance is not taken below the languages' average
+    assert floor == (pytest.approx((by_lang[0][0] + by_lang[1][0]) / 2), 12.0)
+    seed_var = max(by_lang[0][0], floor[0])
+    assert calm.languages["de"].seed_sd[0] == 0.0  # the observed spread is reported as it is
+    pairs = still.mean(axis=0)[:20]  # de's per-pair differences (the base model is 0)
+    assert calm.languages["de"].se ** 2 == pytest.approx(seed_var / 2 + pairs.var(ddof=1) / 20)
+    assert by_lang[0][1] == 6 and calm.languages["de"].df > 6  # six seed degrees of freedom (or 12), and the pairs
+    spread = compare_means(wide, base, langs, (True, False), ("t", "b"), "accuracy sum", pool)
+    d = spread.languages["de"]
+    assert d.se ** 2 >= np.var([0.8, 0.2], ddof=1) / 2 and -1.0 <= d.lo and d.hi <= 1.0
+    own = compare_means(wide, base, langs, (True, False), ("t", "b"), "accuracy sum")  # the two groups alone: df 1
+    assert own.languages["de"].df < 2 and own.languages["de"].hi == 1.0  # cut to the feasible range
+
+
+def test_accuracy_intervals_stay_within_what_an_accuracy_difference_can_be():
+    from xlpo.eval.analysis.compare import Difference
+
+    wide = Difference(0.9, 0.5, 3.0, 20, (2, 2), (0.1, 0.1), True, (-1.0, 1.0))
+    assert wide.hi == 1.0 and wide.lo == pytest.approx(0.9 - float(student_t.ppf(0.975, 3)) * 0.5)
+    assert Difference(0.9, 0.5, 3.0, 20, (2, 2), (0.1, 0.1), True).hi > 1.0  # a shift in nats is not cut
 
 
 def test_one_trained_seed_covers_pairs_only_and_the_base_model_has_no_seed_spread():
@@ -667,3 +714,26 @@ def test_headline(synthetic, tmp_path):
     rows = small["headline"]["definitions"]["sum"]
     assert [r["lang"] for r in rows if r["underpowered"]] == ["de", "zh"]
     assert "de (underpowered)" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_equal_within_is_two_one_sided_t_tests_at_five_percent():
+    """`Difference.equal_within` against the slow obvious version: both one-sided p-values (H0: diff <= -m, H0:
+    diff >= +m) below 0.05, with the interval's own t and degrees of freedom."""
+    rng = np.random.default_rng(3)
+    said = 0
+    for _ in range(400):
+        diff, se, df, margin = rng.normal(0, 0.03), rng.uniform(0.002, 0.03), rng.uniform(2, 200), 0.03
+        d = Difference(diff, se, df, 300, (8, 8), (0.02, 0.02), True, (-1.0, 1.0))
+        p_low, p_high = student_t.sf((diff + margin) / se, df), student_t.cdf((diff - margin) / se, df)
+        assert d.equal_within(margin) == (p_low < 0.05 and p_high < 0.05)
+        said += d.equal_within(margin)
+    assert 0 < said < 400
+    one_seed = Difference(0.001, 0.001, 50, 300, (1, 8), (None, 0.02), False, (-1.0, 1.0))
+    assert not one_seed.equal_within()
+
+
+def test_the_headline_says_equal_within_three_points_only_where_the_interval_includes_zero():
+    equal = Difference(0.0073, 0.0124, 24.9, 600, (8, 8), (0.02, 0.02), True, (-1.0, 1.0))  # the decisive study
+    assert format_difference(equal.to_dict(), unit="", words=True) == "+0.7 [95% CI -1.8, +3.3], equal within ±3"
+    wide = Difference(0.007, 0.02, 24.9, 600, (8, 8), (0.02, 0.02), True, (-1.0, 1.0))
+    assert format_difference(wide.to_dict(), unit="", words=True).endswith("not established")

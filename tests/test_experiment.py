@@ -17,7 +17,7 @@ from xlpo.errors import UserError
 from xlpo.eval.rewards import ScoringRequest, score_run
 from xlpo.experiments.capo_mtpe import run_experiment
 from xlpo.experiments.capo_mtpe_config import RunPlan, load_experiment, run_train_config
-from xlpo.experiments.lr_search import choose_lr, validation_entry
+from xlpo.experiments.lr_search import choose_lr, next_rate, validation_entry
 from xlpo.train.config import load_config
 from xlpo.train.trainer import train
 
@@ -111,37 +111,77 @@ def test_each_run_trains_with_its_own_seed_learning_rate_and_directory(tmp_path)
     assert train_cfg.loss.name == "capo" and train_cfg.data.train == str(tmp_path / "data" / "train.jsonl")
 
 
-def _entry(lr, sums, means):
-    accuracy = {lang: {"sum": {"acc": s, "n": 4}, "mean": {"acc": m, "n": 4}} for lang, s, m in zip("abc", sums, means)}
-    return validation_entry(lr, f"run-{lr}", {**accuracy, "all": {"sum": {"acc": 0.99, "n": 12},
-                                                                  "mean": {"acc": 0.99, "n": 12}}})
+def _entry(lr, sums, means, ns=(4, 4, 4)):
+    accuracy = {lang: {"sum": {"acc": s, "n": n}, "mean": {"acc": m, "n": n}}
+                for lang, s, m, n in zip("abc", sums, means, ns)}
+    pooled = {d: sum(accuracy[k][d]["acc"] * n for k, n in zip("abc", ns)) / sum(ns) for d in ("sum", "mean")}
+    return validation_entry(lr, f"run-{lr}", {**accuracy, "all": {d: {"acc": pooled[d], "n": sum(ns)} for d in pooled}})
 
 
-def test_validation_entry_is_the_macro_average_over_languages():
-    e = _entry(1e-3, [0.5, 0.25, 1.0], [0.75, 0.5, 0.0])
-    assert e["macro"]["sum"] == pytest.approx((0.5 + 0.25 + 1.0) / 3)  # "all" (0.99) is not a language
-    assert e["macro"]["mean"] == pytest.approx((0.75 + 0.5 + 0.0) / 3)
-    assert e["languages"]["b"] == {"sum": 0.25, "mean": 0.5, "n": 4} and "all" not in e["languages"]
+def test_validation_entry_has_the_pooled_and_the_macro_average_over_languages():
+    e = _entry(1e-3, [0.5, 0.25, 1.0], [0.75, 0.5, 0.0], ns=(10, 100, 10))
+    assert e["macro"]["sum"] == pytest.approx((0.5 + 0.25 + 1.0) / 3)  # "all" is not a language
+    assert e["pooled"]["sum"] == pytest.approx((5 + 25 + 10) / 120)  # each pair once: the big language weighs most
+    assert e["languages"]["b"] == {"sum": 0.25, "mean": 0.5, "n": 100} and "all" not in e["languages"]
 
 
-def test_choose_lr_takes_the_best_macro_accuracy_then_the_other_definition_then_the_smaller_lr():
-    entries = [_entry(1e-4, [0.5, 0.5, 0.5], [0.9, 0.9, 0.9]), _entry(1e-3, [0.75, 0.5, 0.5], [0.1, 0.1, 0.1]),
-               _entry(1e-2, [0.5, 0.5, 0.5], [0.5, 0.5, 0.5])]
-    assert choose_lr(entries, "sum") == 1e-3
-    assert choose_lr(entries, "mean") == 1e-4
-    # Same summed macro (reached in another order: the float sums differ in the last bit): per-token decides.
-    tied = [_entry(1e-3, [0.1, 0.2, 0.3], [0.5, 0.5, 0.5]), _entry(1e-2, [0.3, 0.2, 0.1], [0.6, 0.5, 0.5])]
-    assert choose_lr(tied, "sum") == 1e-2
-    # Tied on both: the smaller learning rate, wherever it sits in the grid.
-    same = [_entry(lr, [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]) for lr in (1e-2, 1e-4, 1e-3)]
-    assert choose_lr(same, "sum") == 1e-4 and choose_lr(same, "mean") == 1e-4
+def test_choose_lr_weighs_pairs_not_languages_and_ties_within_the_tolerance_go_to_the_larger_rate():
+    # Issue 23: one pair flipping in small languages steered the macro rule. Pooled, a 100-pair language
+    # outweighs three 9-pair ones.
+    ns = (100, 9, 9)
+    entries = [_entry(1e-4, [0.30, 0.67, 0.67], [0.5] * 3, ns), _entry(1e-3, [0.40, 0.33, 0.33], [0.5] * 3, ns)]
+    assert choose_lr(entries, "sum", "macro") == 1e-4 and choose_lr(entries, "sum", "pooled") == 1e-3
+    # Within the tolerance: tied, and a tie goes to the larger rate, wherever it sits in the grid.
+    close = [_entry(1e-2, [0.50] * 3, [0.5] * 3), _entry(1e-4, [0.51] * 3, [0.9] * 3), _entry(1e-3, [0.52] * 3, [0.1] * 3)]
+    assert choose_lr(close, "sum", "pooled", tolerance=0.02) == 1e-2
+    assert choose_lr(close, "sum", "pooled", tolerance=0.015) == 1e-3
+    assert choose_lr(close, "sum", "pooled", tolerance=0.0) == 1e-3
+    assert choose_lr(close, "mean", "pooled", tolerance=0.0) == 1e-4
+    # Equal accuracies reached in another order (the float sums differ in the last bit) tie exactly.
+    same = [_entry(1e-3, [0.1, 0.2, 0.3], [0.5] * 3), _entry(1e-4, [0.3, 0.2, 0.1], [0.5] * 3)]
+    assert choose_lr(same, "sum", "macro") == 1e-3
+
+
+def test_next_rate_steps_past_the_top_at_the_grids_own_ratio():
+    assert next_rate([5e-4, 1.5e-3]) == 4.5e-3 and next_rate([1.5e-3, 5e-4]) == 4.5e-3
+    assert next_rate([1e-4, 1e-3, 1e-2]) == 0.1 and next_rate([2e-3]) == 6e-3
+
+
+def test_the_lr_search_grows_past_the_top_while_the_top_wins(tmp_path):
+    """A method whose best rate is the top of the grid gets the next rate up (at most `extend` times); one whose
+    best is inside the grid does not; the result is the same rule applied to everything tried."""
+    from xlpo.experiments.capo_mtpe import _search_stage
+
+    cfg = load_experiment(None, ["methods=[{name: dpo, loss: {name: dpo}}, {name: capo, loss: {name: capo}}]",
+                                 "capo_inverse=false", "lr_search.grid=[1e-4, 1e-3]", "lr_search.extend=2"])
+    # dpo keeps improving with the rate; capo peaks at 1e-2 (tried once the grid has grown).
+    curve = {"dpo": {1e-4: 0.3, 1e-3: 0.4, 1e-2: 0.5, 0.1: 0.6}, "capo": {1e-4: 0.3, 1e-3: 0.4, 1e-2: 0.5, 0.1: 0.2}}
+    rounds = []
+
+    def run(jobs):
+        rounds.append(sorted((j.run.method.name, j.run.lr) for j in jobs))
+        dirs = []
+        for j in jobs:
+            acc = curve[j.run.method.name][j.run.lr]
+            cell = {"sum": {"acc": acc, "n": 10}, "mean": {"acc": acc, "n": 10}}
+            d = tmp_path / j.name
+            d.mkdir()
+            (d / "accuracy.json").write_text(json.dumps({"de": cell, "all": cell}))
+            dirs.append(d)
+        return dirs
+
+    search = _search_stage(cfg, cfg.all_methods(), 42, tmp_path / "base", run, log=lambda m: None)
+    assert rounds == [[("capo", 1e-4), ("capo", 1e-3), ("dpo", 1e-4), ("dpo", 1e-3)],
+                      [("capo", 1e-2), ("dpo", 1e-2)], [("capo", 0.1), ("dpo", 0.1)]]
+    assert search["dpo"]["chosen"] == 0.1 and search["dpo"]["extended"] == [1e-2, 0.1]  # stopped by extend=2
+    assert search["capo"]["chosen"] == 1e-2 and [e["lr"] for e in search["capo"]["entries"]] == [1e-4, 1e-3, 1e-2, 0.1]
 
 
 def test_experiment_end_to_end_on_real_mtpe_data(tmp_path, tiny_model_dir, shared_data, monkeypatch):
     monkeypatch.setenv("XLPO_SHARED_DATA", str(shared_data))
     overrides = [f"out_dir={tmp_path / 'study'}", "data.per_split=1", f"train.model.name_or_path={tiny_model_dir}",
                  "train.training.max_steps=2", f"train.reference.cache_dir={tmp_path / 'ref'}",
-                 "alpha_sweep=[4.0]", "train.training.progress=false"]
+                 "alpha_sweep=[4.0]", "train.training.progress=false", "runner.workers=1"]
     cfg = load_experiment(None, overrides)
     report = run_experiment(cfg, log=lambda m: None)
     for name in ("report.html", "report.md", "results.json"):
@@ -182,7 +222,7 @@ def test_experiment_with_seeds_and_a_learning_rate_chosen_on_validation(tmp_path
                  f"train.model.name_or_path={tiny_model_dir}", "train.training.max_steps=2",
                  f"train.reference.cache_dir={tmp_path / 'ref'}", "train.training.progress=false",
                  "methods=[{name: dpo, loss: {name: dpo}}, {name: capo, loss: {name: capo}}]", "capo_inverse=true",
-                 "seeds=[5, 6]", "lr_search.grid=[1e-4, 3e-2]"]
+                 "seeds=[5, 6]", "lr_search.grid=[1e-4, 3e-2]", "lr_search.extend=0", "runner.workers=1"]
     report = run_experiment(load_experiment(None, overrides), log=lambda m: None)
     exp = json.loads((report / "results.json").read_text())["experiment"]
     # The inverse-RRM ablation is not searched: it trains each seed at CAPO's chosen rate.
@@ -195,12 +235,13 @@ def test_experiment_with_seeds_and_a_learning_rate_chosen_on_validation(tmp_path
     for method in ("dpo", "capo"):
         search = exp["lr_search"][method]
         assert [e["lr"] for e in search["entries"]] == [1e-4, 3e-2] and search["seed"] == 5
-        assert search["chosen"] == choose_lr(search["entries"], "sum") == exp["learning_rates"][method]
+        assert search["chosen"] == choose_lr(search["entries"], "sum", "pooled", 0.02) == exp["learning_rates"][method]
         for e in search["entries"]:  # each lr scored on the validation split from its own training run
             scoring = json.loads((out / "validation" / e["run"] / "scoring.json").read_text())
             assert scoring["data"].endswith("validation.jsonl") and scoring["train_dir"].endswith(e["run"])
             accuracy = json.loads((out / "validation" / e["run"] / "accuracy.json").read_text())
             assert e["macro"]["sum"] == pytest.approx((accuracy["de"]["sum"]["acc"] + accuracy["zh"]["sum"]["acc"]) / 2)
+            assert e["pooled"]["sum"] == accuracy["all"]["sum"]["acc"]
         lr = f"{search['chosen']:g}"
         for seed in (5, 6):  # the first seed's run is the lr search's run at the chosen lr, reused
             scoring = json.loads((out / "scores" / f"{method}-s{seed}" / "scoring.json").read_text())
@@ -231,6 +272,39 @@ def test_experiment_with_seeds_and_a_learning_rate_chosen_on_validation(tmp_path
     assert again["learning_rates"] == exp["learning_rates"]
 
 
+def test_two_worker_processes_give_the_same_study_as_one(tmp_path, tiny_model_dir, shared_data, monkeypatch):
+    """Jobs taken by two spawned one-thread workers: the same chosen rates and the same scores, file for file."""
+    monkeypatch.setenv("XLPO_SHARED_DATA", str(shared_data))
+    common = ["data.per_split=2", "data.directions=[en-de, en-zh]", f"train.model.name_or_path={tiny_model_dir}",
+              "train.training.max_steps=2", "train.training.progress=false", "capo_inverse=false",
+              "methods=[{name: dpo, loss: {name: dpo}}, {name: capo, loss: {name: capo}}]", "seeds=[5, 6]",
+              "lr_search.grid=[1e-3, 1e-2]", "lr_search.extend=1", "runner.threads=1"]
+    studies = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        report = run_experiment(load_experiment(None, [*common, f"out_dir={out}", f"runner.workers={workers}",
+                                                       f"train.reference.cache_dir={tmp_path / f'ref{workers}'}"]),
+                                log=lambda m: None)
+        studies[workers] = (out, json.loads((report / "results.json").read_text())["experiment"])
+    (one, exp1), (two, exp2) = studies[1], studies[2]
+    assert exp2["workers"] == "2 workers x 1 thread" and exp1["workers"] == "1 worker x 1 thread"
+    assert exp1["learning_rates"] == exp2["learning_rates"] and exp1["lr_search"] == exp2["lr_search"]
+    scored = sorted(p.name for p in (one / "scores").iterdir())
+    assert scored == sorted(p.name for p in (two / "scores").iterdir()) and len(scored) == 5
+    for name in scored:
+        assert _rows(one / "scores" / name / "scores.jsonl") == _rows(two / "scores" / name / "scores.jsonl")
+
+
+def test_workers_resolve_to_one_single_thread_process_per_core_on_a_cpu():
+    from xlpo.experiments.runner import Workers
+
+    assert Workers.resolve("auto", "auto", gpu=False, cores=2) == Workers(2, 1)
+    assert Workers.resolve("auto", "auto", gpu=False, cores=16) == Workers(4, 4)
+    assert Workers.resolve("auto", "auto", gpu=True, cores=16) == Workers(1, 16)
+    assert Workers.resolve(1, "auto", gpu=False, cores=2) == Workers(1, 2)
+    assert Workers.resolve(3, 2, gpu=False, cores=2) == Workers(3, 2)
+
+
 def test_reference_scores_are_reused_from_the_base_run(tmp_path, tiny_model_dir, monkeypatch):
     run = train(load_config(None, [f"model.name_or_path={tiny_model_dir}", f"data.train={FIXTURE}",
                                    f"training.output_dir={tmp_path / 'dpo'}", "loss.name=dpo", "training.max_steps=1",
@@ -252,7 +326,8 @@ def test_reference_scores_are_reused_from_the_base_run(tmp_path, tiny_model_dir,
 
 
 def test_the_shipped_study_and_demo_configs_stay_valid(shared_data, monkeypatch, capsys):
-    """A dry run of capo-mtpe-study-cpu (the committed study, docs/study.md) and of the demo, so neither rots."""
+    """A dry run of capo-mtpe-study-cpu and capo-mtpe-decisive-cpu (the committed studies, docs/study.md) and of
+    the demo, so none of them rots."""
     monkeypatch.setenv("XLPO_SHARED_DATA", str(shared_data))
     study = load_experiment("capo-mtpe-study-cpu")
     assert [m.name for m in study.all_methods()] == ["dpo", "simpo", "dpo_nll", "capo", "capo_inverse",
@@ -269,11 +344,27 @@ def test_the_shipped_study_and_demo_configs_stay_valid(shared_data, monkeypatch,
     assert all(n > 0 for split in counts.values() for n in split.values())
     assert {d: counts["evaluation"][d] for d in ("en-de", "en-zh")} == {"en-de": 100, "en-zh": 100}
 
+    decisive = load_experiment("capo-mtpe-decisive-cpu")  # docs/study.md, "The decisive study"
+    seeds = {m.name: len(decisive.seeds_of(m)) for m in decisive.all_methods()}
+    assert seeds == {"dpo": 8, "capo": 8, "capo_inverse": 3, "simpo": 3}
+    assert decisive.data.directions == ["en-de", "en-zh"] and decisive.lr_search.average == "pooled"
+    assert (decisive.analysis.baseline, decisive.analysis.target) == ("dpo", "capo")
+    grid = list(decisive.lr_search.grid)
+    for _ in range(decisive.lr_search.extend):  # every rate the search can reach
+        grid.append(next_rate(grid))
+    for method in decisive.all_methods():
+        for seed in decisive.seeds_of(method):
+            for lr in grid:
+                run_train_config(decisive, RunPlan(method, seed, lr, lr_in_name=True), Path(decisive.out_dir))
+    counts = build_mtpe(decisive.data.directions, per_split=decisive.data.sizes(),
+                        seed=decisive.data.seed).manifest["counts"]
+    assert counts["evaluation"] == {"en-de": 300, "en-zh": 300} and counts["validation"] == {"en-de": 100, "en-zh": 100}
+
     demo = load_experiment("capo-mtpe-cpu")
     names = [m.name for m in demo.all_methods()]
     assert {"dpo", "capo"} <= set(names) and len(demo.seed_list()) >= 2
     assert (demo.analysis.baseline, demo.analysis.target) == ("dpo", "capo")
-    for name in ("capo-mtpe-study-cpu", "capo-mtpe-cpu"):
+    for name in ("capo-mtpe-study-cpu", "capo-mtpe-decisive-cpu", "capo-mtpe-cpu"):
         monkeypatch.setattr(sys, "argv", ["xlpo", "experiment", "capo-mtpe", name, "--dry-run"])
         with pytest.raises(SystemExit) as info:
             main()

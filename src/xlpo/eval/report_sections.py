@@ -71,10 +71,13 @@ def headline_section(results: Mapping[str, Any]) -> Section:
     s.blocks.append(Para(
         "Reward accuracy gains in percentage points: each trained method minus the base model, and "
         f"{h['target'] or results['config']['target']} minus {h['baseline'] or results['config']['baseline']}. "
-        "Each number is the mean over a method's training seeds, with a 95% interval that covers the seeds and "
+        "Each number is the mean over a method's training seeds, with a 95% interval that covers the seeds (their "
+        "spread pooled over every method with two seeds or more; a method with four or more keeps its own) and "
         "the evaluation pairs. 'not established' means the interval includes 0, or a method has a single "
-        f"training seed (then the interval covers pairs only); 'underpowered' marks a language with fewer than "
-        f"{h['min_pairs']} pairs. The macro row is the unweighted mean over languages."))
+        "training seed (then the interval covers pairs only); 'equal within ±3 points' replaces it where the "
+        "interval includes 0 and two one-sided tests at 5% place the difference within 3 points (its 90% interval "
+        f"inside ±3); 'underpowered' marks a language with fewer than {h['min_pairs']} pairs. The macro row is the "
+        "unweighted mean over languages."))
     if h["base"] is None:
         s.blocks.append(Para("No base model was scored (a run with method 'base'): no gains over it."))
     if h["target"] is None or h["baseline"] is None:

@@ -4,7 +4,8 @@ data (MTPE pairs) -> [learning rate per method, chosen on the validation split] 
 once per seed with identical LoRA settings (DPO, SimPO, DPO+NLL, CAPO, optionally CAPO with the
 inverse RRM and an alpha sweep) -> score the base model and every adapter on the evaluation split
 -> per-language analysis, seeds as replicates -> report.html / report.md / results.json.
-Every stage writes files and is skipped when its outputs exist for the same inputs.
+Every stage writes files and is skipped when its outputs exist for the same inputs. A training and
+its scoring form one job; independent jobs run in worker processes (`runner`).
 """
 
 from __future__ import annotations
@@ -13,15 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from xlpo.data.mtpe.build import make_mtpe
 from xlpo.errors import UserError
+from xlpo.eval.analysis.accuracy import ALL
 from xlpo.eval.analysis.driver import analyze
 from xlpo.eval.rewards import ScoringRequest, score_run
 from xlpo.experiments.capo_mtpe_config import ExperimentConfig, Method, RunPlan, first_runs, run_train_config
 from xlpo.experiments.capo_mtpe_report import write_experiment_report
-from xlpo.experiments.lr_search import DEFINITIONS, choose_lr, macro, validation_entry
+from xlpo.experiments.lr_search import DEFINITIONS, choose_lr, macro, next_rate, validation_entry
+from xlpo.experiments.runner import Workers, run_jobs
 from xlpo.fileio import read_json, write_json
 from xlpo.train.config import TrainConfig, config_from_dict
 from xlpo.train.trainer import train
@@ -105,18 +109,67 @@ def scoring_settings(config: ExperimentConfig, data_file: Path) -> dict[str, Any
                 trust_remote_code=cfg.model.trust_remote_code)
 
 
-def _lr_stage(config: ExperimentConfig, method: Method, seed: int, scorer: Scorer, out: Path, log) -> dict:
-    """Train `method` at every lr of the grid with `seed`, score each on the validation split, choose one."""
-    entries = []
-    for lr in config.lr_search.grid:
-        run = RunPlan(method, seed, lr, lr_in_name=True)
-        scored = scorer.adapter(run, _train_stage(config, run, out, log), run.dir_name)
-        entries.append(validation_entry(lr, run.dir_name, read_json(scored / "accuracy.json")))
-    chosen = choose_lr(entries, config.lr_search.definition)
-    log(f"lr {method.name}: {chosen:g} (macro validation accuracy, "
-        + ", ".join(f"lr {e['lr']:g}: {100 * e['macro'][config.lr_search.definition]:.1f}%" for e in entries) + ")")
-    return {"seed": seed, "definition": config.lr_search.definition, "average": "macro over languages",
-            "entries": entries, "chosen": chosen}
+@dataclass(frozen=True)
+class Job:
+    """One scored run, the unit a worker takes: the base model (`run` None) or a method's run, trained if it is
+    not yet, then scored on the validation split (`search`: the lr search) or on the evaluation split."""
+
+    search: bool
+    run: RunPlan | None = None
+    base_scores: str | None = None  # the base model's scored run on the same split: every adapter's reference
+
+    @property
+    def name(self) -> str:
+        return "base" if self.run is None else self.run.dir_name if self.search else self.run.name
+
+
+def score_job(config: ExperimentConfig, data_dir: Path, out: Path, job: Job, log=None) -> Path:
+    """Train (or reuse) and score one job's run; its files are the result, so any worker can take any job."""
+    log = log or _print
+    split, folder = ("validation", "validation") if job.search else (config.eval.split, "scores")
+    scorer = Scorer(scoring_settings(config, data_dir / f"{split}.jsonl"), out / folder, log,
+                    Path(job.base_scores) if job.base_scores else None)
+    if job.run is None:
+        return scorer.base()
+    return scorer.adapter(job.run, _train_stage(config, job.run, out, log), job.name)
+
+
+def _print(message: str) -> None:
+    print(f"xlpo {message}", flush=True)  # a worker's lines, interleaved with the others' in the log
+
+
+def _search_stage(config: ExperimentConfig, methods: list[Method], seed: int, base: Path, run, log) -> dict:
+    """Train every method without lr_of at every lr of the grid with `seed`, score each on the validation split,
+    choose each method's rate; a method whose choice is the top of its grid gets the next rate up, at most
+    `lr_search.extend` times. All of a round's runs are independent jobs."""
+    plan = config.lr_search
+    searched = [m for m in methods if m.lr_of is None]
+    grids = {m.name: list(plan.grid) for m in searched}
+    entries: dict[str, list] = {m.name: [] for m in searched}
+    pending = dict(grids)
+    while any(pending.values()):
+        jobs = [Job(True, RunPlan(m, seed, lr, lr_in_name=True), str(base)) for m in searched for lr in pending[m.name]]
+        for job, scored in zip(jobs, run(jobs)):
+            entries[job.run.method.name].append(validation_entry(job.run.lr, job.name,
+                                                                 read_json(scored / "accuracy.json")))
+        pending = {}
+        for m in searched:
+            top, chosen = max(grids[m.name]), choose_lr(entries[m.name], plan.definition, plan.average, plan.tolerance)
+            grown = len(grids[m.name]) - len(plan.grid)
+            pending[m.name] = [next_rate(grids[m.name])] if chosen == top and grown < plan.extend else []
+            grids[m.name] += pending[m.name]
+            if pending[m.name]:
+                log(f"lr {m.name}: the top of the grid ({top:g}) was chosen; trying {pending[m.name][0]:g}")
+    search = {}
+    for m in searched:
+        found = sorted(entries[m.name], key=lambda e: e["lr"])
+        chosen = choose_lr(found, plan.definition, plan.average, plan.tolerance)
+        log(f"lr {m.name}: {chosen:g} ({plan.average} validation accuracy, "
+            + ", ".join(f"lr {e['lr']:g}: {100 * e[plan.average][plan.definition]:.1f}%" for e in found) + ")")
+        search[m.name] = {"seed": seed, "definition": plan.definition, "average": plan.average,
+                          "tolerance": plan.tolerance, "extended": grids[m.name][len(plan.grid):],
+                          "entries": found, "chosen": chosen}
+    return search
 
 
 def run_experiment(config: ExperimentConfig, log=print) -> Path:
@@ -124,26 +177,34 @@ def run_experiment(config: ExperimentConfig, log=print) -> Path:
     out = Path(config.out_dir)
     data_dir = _data_stage(config, out, log)
     methods, seeds, grid = config.all_methods(), config.seed_list(), config.lr_search.grid
+    workers = Workers.resolve(config.runner.workers, config.runner.threads, torch.cuda.is_available())
+    if workers.processes == 1:  # jobs run in this process
+        torch.set_num_threads(workers.threads)
+    log(f"runner: {workers.describe()}")
+
+    def run(jobs: list[Job]) -> list[Path]:
+        return run_jobs(score_job, jobs, workers, (config, data_dir, out), log)
+
+    # The base model scored once per split first: every adapter's scoring reuses it as its reference.
+    bases = run([*([Job(True)] if grid else []), Job(False)])
     search: dict[str, dict] = {}
     base_validation = None
     if grid:
         searched = [m for m in methods if m.lr_of is None]
         log(f"lr search: {len(searched)} methods x {len(grid)} learning rates (seed {seeds[0]}), validation split"
             + "".join(f"; {m.name} uses {m.lr_of}'s rate" for m in methods if m.lr_of))
-        validation = Scorer(scoring_settings(config, data_dir / "validation.jsonl"), out / "validation", log)
-        accuracy = read_json(validation.base() / "accuracy.json")
-        base_validation = {d: macro(accuracy, d) for d in DEFINITIONS}
-        search = {m.name: _lr_stage(config, m, seeds[0], validation, out, log) for m in searched}
+        accuracy = read_json(bases[0] / "accuracy.json")
+        base_validation = {d: macro(accuracy, d) for d in DEFINITIONS} | {
+            f"pooled_{d}": accuracy[ALL][d]["acc"] for d in DEFINITIONS}
+        search = _search_stage(config, methods, seeds[0], bases[0], run, log)
     lrs = {m.name: search[m.lr_of or m.name]["chosen"] if grid else config.default_lr() for m in methods}
 
-    scorer = Scorer(scoring_settings(config, data_dir / f"{config.eval.split}.jsonl"), out / "scores", log)
     log(f"runs: {len(methods)} methods x {len(seeds)} seeds ({', '.join(map(str, seeds))}), "
-        f"{config.eval.split} split")
-    scored = [scorer.base()]
-    for seed in seeds:  # seed by seed: an interrupted study already has whole seeds of every method
-        for m in methods:
-            run = RunPlan(m, seed, lrs[m.name], lr_in_name=bool(grid))
-            scored.append(scorer.adapter(run, _train_stage(config, run, out, log), run.name))
+        f"{config.eval.split} split" + "".join(f"; {m.name}: {m.seeds} seeds" for m in methods if m.seeds))
+    # Seed by seed: an interrupted study already has whole seeds of every method.
+    jobs = [Job(False, RunPlan(m, seed, lrs[m.name], lr_in_name=bool(grid)), str(bases[-1]))
+            for seed in seeds for m in methods if seed in config.seeds_of(m)]
+    scored = [bases[-1], *run(jobs)]
 
     log("analyze: per-language accuracy over seeds, reward-difference KDEs, BLEU correlation, curves, report")
     report_dir = out / "report"
@@ -154,7 +215,7 @@ def run_experiment(config: ExperimentConfig, log=print) -> Path:
                              "data_manifest": read_json(data_dir / "manifest.json"),
                              "seeds": seeds, "learning_rates": lrs, "lr_search": search or None,
                              "lr_shared": {m.name: m.lr_of for m in methods if grid and m.lr_of},
-                             "base_validation": base_validation}
+                             "base_validation": base_validation, "workers": workers.describe()}
     write_json(report_dir / "results.json", results)
     write_experiment_report(results, report_dir)
     return report_dir

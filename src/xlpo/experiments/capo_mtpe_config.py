@@ -45,6 +45,7 @@ class Method(Section):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="Run name (a directory name).")
     loss: dict[str, Any] = Field(..., description="Loss section: name and hyper-parameters.")
     lr_of: str | None = Field(None, description="With an lr search: use the rate chosen for this other method instead of a search of its own.")
+    seeds: int | None = Field(None, gt=0, description="Train this method with only the first N of the experiment's seeds (default: all of them).")
 
 
 class EvalPlan(Section):
@@ -60,14 +61,29 @@ class AnalysisPlan(Section):
 class LrSearch(Section):
     grid: list[float] = Field(default_factory=list, description="Learning rates tried with the first seed for every method without lr_of, each scored on the validation split; the best is used for every seed (empty: no search, train.training.learning_rate).")
     ablations: Literal["share", "search"] = Field("share", description="CAPO's inverse-RRM and alpha runs: share CAPO's chosen rate (an ablation changes one thing at a time) or search their own.")
-    definition: Literal["sum", "mean"] = Field("sum", description="The macro validation accuracy that picks the lr: sum (summed log-probs, the paper's Appendix B) or mean (per-token); ties go to the other, then to the smaller lr.")
+    definition: Literal["sum", "mean"] = Field("sum", description="The validation accuracy that picks the lr: sum (summed log-probs, the paper's Appendix B) or mean (per-token).")
+    average: Literal["pooled", "macro"] = Field("pooled", description="Over which validation pairs: pooled (every pair counts once, so a language weighs by its pairs) or macro (unweighted mean over languages: a nine-pair language counts as much as a hundred-pair one).")
+    tolerance: float = Field(0.02, ge=0, lt=1, description="Rates whose validation accuracy is within this of the best (0.02: 2 points) count as tied; a tie goes to the larger rate.")
+    extend: int = Field(2, ge=0, description="When the top of the grid is chosen, try one rate past it (at the ratio of the grid's top two), at most this many times.")
 
     @field_validator("grid")
     @classmethod
     def _grid(cls, grid: list[float]) -> list[float]:
         if any(lr <= 0 for lr in grid) or len(set(grid)) != len(grid):
             raise ValueError(f"expected distinct learning rates > 0, got {grid}")
-        return grid
+        return sorted(grid)
+
+
+class RunnerPlan(Section):
+    workers: int | Literal["auto"] = Field("auto", description="Runs (a training and its scoring) at once, each in a process of its own; auto: one per CPU core (at most 4) on a CPU-only machine, 1 with a GPU.")
+    threads: int | Literal["auto"] = Field("auto", description="torch threads per worker; auto: the CPU cores divided among the workers.")
+
+    @field_validator("workers", "threads")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("expected a number >= 1 or auto")
+        return value
 
 
 def _default_methods() -> list[Method]:
@@ -97,6 +113,7 @@ class ExperimentConfig(Section):
     lr_search: LrSearch = Field(default_factory=LrSearch)
     eval: EvalPlan = Field(default_factory=EvalPlan)
     analysis: AnalysisPlan = Field(default_factory=AnalysisPlan)
+    runner: RunnerPlan = Field(default_factory=RunnerPlan)
 
     @field_validator("seeds")
     @classmethod
@@ -115,6 +132,10 @@ class ExperimentConfig(Section):
     def seed_list(self) -> list[int]:
         """The training seeds, in order; the first one also runs the learning-rate search."""
         return list(self.seeds) or [self.train.get("training", {}).get("seed", TrainingSection.model_fields["seed"].default)]
+
+    def seeds_of(self, method: Method) -> list[int]:
+        """The seeds `method` is trained with: the first `method.seeds` of the experiment's, or all."""
+        return self.seed_list()[:method.seeds]
 
     def default_lr(self) -> float:
         return float(self.train.get("training", {}).get("learning_rate",

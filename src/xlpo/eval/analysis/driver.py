@@ -16,7 +16,7 @@ import numpy as np
 
 from xlpo.errors import UserError
 from xlpo.eval.analysis.accuracy import ALL, CI_LEVEL, KINDS, accuracy_table, has_reference, reward_differences
-from xlpo.eval.analysis.compare import accuracy_comparison, shift_comparison
+from xlpo.eval.analysis.compare import SeedPools, accuracy_comparison, shift_comparison
 from xlpo.eval.analysis.correlation import bleu_by_language, pearson
 from xlpo.eval.analysis.findings import (
     AccuracyFindings,
@@ -59,7 +59,8 @@ def load_roles(run_dirs: Sequence[str | Path], baseline: str, target: str) -> Ro
     compared = compared_groups(groups, targ_g)
     return Roles(baseline, target, runs, groups, compared, base_g, targ_g,
                  base=next((g for g in groups if not g.trained), None),
-                 dpo_nll=next((g for g in compared if g.method == "dpo_nll" and g not in (base_g, targ_g)), None))
+                 dpo_nll=next((g for g in compared if g.method == "dpo_nll" and g not in (base_g, targ_g)), None),
+                 pools=SeedPools(groups))
 
 
 def accuracy_step(roles: Roles, n_boot: int, seed: int) -> AccuracyFindings:
@@ -67,15 +68,18 @@ def accuracy_step(roles: Roles, n_boot: int, seed: int) -> AccuracyFindings:
     per_run = {r.name: accuracy_table(r.rows, n_boot, seed) for r in roles.runs}
     out = AccuracyFindings(per_run, {g.label: group_accuracy(g, per_run) for g in roles.groups})
     t, b = roles.target, roles.baseline
+
+    def compare(target: Group, baseline: Group, definition: str):
+        return accuracy_comparison(target, baseline, definition, roles.pools.accuracy(definition))
+
     if t is not None:
         if b is not None and b is not t:
-            out.vs_baseline = {d: accuracy_comparison(t, b, d) for d in HEADLINE_DEFINITIONS}
+            out.vs_baseline = {d: compare(t, b, d) for d in HEADLINE_DEFINITIONS}
         if roles.dpo_nll is not None:
-            out.vs_dpo_nll = {d: accuracy_comparison(t, roles.dpo_nll, d) for d in HEADLINE_DEFINITIONS}
-        out.rivals = {g.label: accuracy_comparison(t, g, "sum") for g in roles.compared
-                      if g is not t and g.method != t.method}
+            out.vs_dpo_nll = {d: compare(t, roles.dpo_nll, d) for d in HEADLINE_DEFINITIONS}
+        out.rivals = {g.label: compare(t, g, "sum") for g in roles.compared if g is not t and g.method != t.method}
     if roles.base is not None:
-        out.gains = {d: {g.label: accuracy_comparison(g, roles.base, d) for g in roles.compared if g.trained}
+        out.gains = {d: {g.label: compare(g, roles.base, d) for g in roles.compared if g.trained}
                      for d in HEADLINE_DEFINITIONS}
     return out
 
@@ -95,12 +99,14 @@ def shift_step(roles: Roles, kind: str, n_boot: int, seed: int) -> ShiftFindings
                                 for g, parts in pooled.items() if parts}) for lang in langs}
     out = ShiftFindings(kind, per_run, {k: v for k, v in curves.items() if v is not None})
     b, t = roles.baseline, roles.target
+    pool = roles.pools.margins(kind)
     if b is not None and t is not None and t is not b:
-        out.grid = shift_comparison(t, b, kind, "grid", n_boot, seed)
-        out.density = shift_comparison(t, b, kind, "density", n_boot, seed)
-        out.mean = shift_comparison(t, b, kind, "mean")
+        out.grid = shift_comparison(t, b, kind, "grid", n_boot, seed, pool)
+        out.density = shift_comparison(t, b, kind, "density", n_boot, seed, pool)
+        out.mean = shift_comparison(t, b, kind, "mean", pool=pool)
     if b is not None:
-        out.vs_baseline = {g.label: shift_comparison(g, b, kind, "grid", 0, seed) for g in roles.compared if g is not b}
+        out.vs_baseline = {g.label: shift_comparison(g, b, kind, "grid", 0, seed, pool)
+                           for g in roles.compared if g is not b}
     return out
 
 
@@ -143,15 +149,17 @@ def training_step(roles: Roles, accuracy: AccuracyFindings) -> TrainingFindings:
         return out
     siblings = [g for g in roles.groups if g.method == t.method and g.alpha is not None]
     out.alpha_reference = next((g for g in siblings if g.rrm == t.rrm and g.alpha == PAPER["best_alpha"]), None)
+    pool = roles.pools.accuracy("sum")
     if out.alpha_reference is not None:
-        out.alpha_diffs = {g.label: accuracy_comparison(g, out.alpha_reference, "sum") for g in siblings
+        out.alpha_diffs = {g.label: accuracy_comparison(g, out.alpha_reference, "sum", pool) for g in siblings
                            if g.rrm == t.rrm and g.alpha > PAPER["best_alpha"]}
     for alpha in [t.alpha] + sorted({g.alpha for g in siblings} - {t.alpha}):
         pap = next((g for g in siblings if g.rrm == "paper" and g.alpha == alpha), None)
         inv = next((g for g in siblings if g.rrm == "inverse" and g.alpha == alpha), None)
         if pap and inv:
-            vs = {g.label: accuracy_comparison(g, roles.baseline, "sum") for g in (pap, inv)} if roles.baseline else {}
-            out.orientation = Orientation(alpha, pap.label, inv.label, accuracy_comparison(inv, pap, "sum"), vs)
+            vs = ({g.label: accuracy_comparison(g, roles.baseline, "sum", pool) for g in (pap, inv)}
+                  if roles.baseline else {})
+            out.orientation = Orientation(alpha, pap.label, inv.label, accuracy_comparison(inv, pap, "sum", pool), vs)
             break
     return out
 

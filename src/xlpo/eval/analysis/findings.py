@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xlpo.eval.analysis.compare import Comparison
+from xlpo.eval.analysis.compare import Comparison, SeedPools
 from xlpo.eval.analysis.groups import Group
 from xlpo.eval.analysis.runs import ScoredRun
 
@@ -28,6 +28,7 @@ class Roles:
     target: Group | None = None
     base: Group | None = None
     dpo_nll: Group | None = None
+    pools: SeedPools | None = None  # the study's seed variance, pooled over its replicated groups (compare)
 
 
 @dataclass

@@ -46,7 +46,8 @@ VERDICTS = {
 }
 LEGEND = ("Every verdict is a test stated in advance, never tuned toward the paper's figures. Intervals are 95% "
           "Welch-Satterthwaite t intervals that add the between-seed variance of each trained method (its runs "
-          "with different training seeds) to the variance over evaluation pairs; correlations across languages "
+          "with different training seeds, the variance pooled over the study's methods with two seeds or more) to "
+          "the variance over evaluation pairs; correlations across languages "
           "use Pearson's Fisher-z interval (n >= 4 languages) or its p < 0.05 (n = 3). Each verdict's rate "
           "under a false claim is at most 5%, measured by simulation (docs/analysis.md). Ties are not wins. "
           "There is no 'partly agrees'.")
@@ -145,9 +146,19 @@ def claim_average_accuracy(tk: str, other_key: str, target: Group | None, other:
     rel = (f"; relative to {other.label}'s {other_accuracy * 100:.1f}%: {m.diff / other_accuracy * 100:+.1f}%"
            if other_accuracy else "")
     mean = by_definition.get("mean")
-    per_token = f". Per-token mean accuracy: {format_difference(mean.macro.to_dict())}" if mean and mean.macro else ""
+    per_token = f"Per-token mean accuracy: {format_difference(mean.macro.to_dict())}" if mean and mean.macro else ""
     return Claim(claim, paper, compared, test, format_difference(m.to_dict()), sign_verdict(m, True),
-                 f"{size}{rel}{per_token}".lstrip(". "))
+                 ". ".join(part for part in (f"{size}{rel}", equivalence_note(m), per_token) if part))
+
+
+def equivalence_note(d: Difference) -> str:
+    """Whether the difference is shown to be within the equivalence margin (two one-sided tests at 5%)."""
+    eq = d.to_dict()["equivalence"]
+    if eq["lo90"] is None or not d.covers_seeds:
+        return ""
+    shown = "equal" if eq["equal"] else "equality not shown"
+    return (f"Within ±{eq['margin'] * 100:g} points: {shown} (two one-sided tests at 5%: 90% interval "
+            f"{eq['lo90'] * 100:+.1f}, {eq['hi90'] * 100:+.1f})")
 
 
 def claim_best_everywhere(tk: str, target: Group | None, rivals: Mapping[str, Comparison],
