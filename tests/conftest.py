@@ -10,6 +10,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def first_fast(cases: list) -> list:
+    """`parametrize` cases whose first runs in the fast tier (`make test`) and the rest marked slow (`make
+    test-all`): one case per property answers in minutes, every case still runs in CI."""
+    return [cases[0], *(pytest.param(*(c if isinstance(c, tuple) else (c,)), marks=pytest.mark.slow)
+                        for c in cases[1:])]
+
+
 def _shared_data_dir() -> Path:
     return Path(os.environ.get("XLPO_SHARED_DATA", REPO.parent / "shared" / "data"))
 

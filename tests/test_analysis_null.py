@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import first_fast
 from scipy.optimize import brentq
 from scipy.stats import norm
 
@@ -319,10 +320,10 @@ def test_seed_and_pair_interval_keeps_its_coverage(seeds, seed_sd):
     assert hits >= 0.93 and pair_only < 0.90
 
 
-@pytest.mark.parametrize("design, seed_sd, unequal, reps", [
-    ("study", SEED_SD, False, 300), ("study", SEED_SD, True, 300), ("study", WIDE_SEED_SD, False, 300),
+@pytest.mark.parametrize("design, seed_sd, unequal, reps", first_fast([
+    ("study", SEED_SD, True, 300), ("study", SEED_SD, False, 300), ("study", WIDE_SEED_SD, False, 300),
     ("decisive", SEED_SD, False, 1000), ("decisive", SEED_SD, True, 1000), ("decisive", WIDE_SEED_SD, False, 1000),
-    ("demo", SEED_SD, False, 1000), ("demo", SEED_SD, True, 1000)])
+    ("demo", SEED_SD, False, 1000), ("demo", SEED_SD, True, 1000)]))
 def test_every_headline_interval_covers_in_the_designs_run(design, seed_sd, unequal, reps):
     """Issue 23: in the committed study's design the old two-seed intervals covered 92.4% (macro) with unequal
     seed spreads. Every headline cell (per language, macro, pooled; CAPO - DPO and the gains over the base
@@ -333,6 +334,7 @@ def test_every_headline_interval_covers_in_the_designs_run(design, seed_sd, uneq
     assert np.mean(list(cells.values())) >= 0.94 and min(cells.values()) >= 0.91, cells
 
 
+@pytest.mark.slow  # a further design of the sweep above: the fast tier checks the committed study's
 def test_the_decisive_design_covers_with_unequal_and_wide_seed_spreads():
     """Eight seeds per compared method: each side's own seed variance stands, so a CAPO whose seeds spread twice
     as much as DPO's in its widest language is still covered (the pool of calmer methods would narrow it)."""
@@ -349,7 +351,7 @@ def test_shift_interval_keeps_its_coverage():
 # each claim's verdict when the claim is false: at most 5% "agrees" and 5% "contradicts"
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("seed_sd", [SEED_SD, WIDE_SEED_SD])
+@pytest.mark.parametrize("seed_sd", first_fast([SEED_SD, WIDE_SEED_SD]))
 def test_accuracy_claims_under_the_null(seed_sd):
     """"CAPO is highest in every language except en" was "partly agrees" 88% of the time under the old rule."""
     assert_at_most_5_percent(accuracy_null(400, np.random.default_rng(3), seed_sd))
@@ -369,7 +371,7 @@ def test_every_language_claims_at_their_boundary():
         assert r["agrees"] <= MAX_RATE, (name, r)
 
 
-@pytest.mark.parametrize("sign, unequal", [(1, False), (-1, True)])
+@pytest.mark.parametrize("sign, unequal", first_fast([(1, False), (-1, True)]))
 def test_equal_within_the_margin_is_rarely_said_of_a_difference_at_the_margin(sign, unequal):
     """'equal within ±3 points' (two one-sided tests at 5%) of a true macro difference of exactly 3 points, in
     the decisive study's design and spread: at most 5% (a few hundred replicates here, so a margin for their

@@ -90,7 +90,8 @@ def test_xalpacaeval_checks_the_baseline_before_generating_any_answer(tmp_path, 
 
 
 def _two_xlsum_runs(tmp_path):
-    from test_bench_winrate import FIXTURES, FakeBackend, summariser
+    from chat_fakes import FakeBackend
+    from test_bench_winrate import FIXTURES, summariser
 
     from xlpo.bench.xlsum import run_xlsum
 

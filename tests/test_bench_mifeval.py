@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from chat_fakes import FakeBackend
 from xlpo.bench.mifeval import run_mifeval, table
 from xlpo.bench.mifeval.instruction_accuracy import aggregate, loose_variants, score_response
 from xlpo.bench.mifeval.registry import (
@@ -25,21 +26,6 @@ from xlpo.clients.chat import ChatReply
 from xlpo.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-class FakeBackend:
-    """Canned replies keyed by prompt text; records every request it receives."""
-
-    def __init__(self, replies: dict[str, ChatReply]):
-        self.replies = replies
-        self.requests = []
-
-    def complete_many(self, requests, progress=None):
-        self.requests.extend(requests)
-        return [self.replies[request.messages[-1]["content"]] for request in requests]
-
-    def describe(self):
-        return {"model": "fake"}
 
 
 # ---------------------------------------------------------------- scoring
@@ -278,7 +264,7 @@ def test_run_mifeval_on_two_real_prompts_per_language(shared_data, tmp_path):
                                          "protègent la vie sur notre planète."),  # asked for French: passes
         prompts["ja"][1]: ChatReply(text="Thank you very much for all your help with the project this week."),  # not Thai
     }
-    backend = FakeBackend(canned)
+    backend = FakeBackend(lambda request: canned[request.messages[-1]["content"]])
     results = run_mifeval(data_dir=data_dir, out_dir=tmp_path, candidate=backend, limit=2, echo=None)
 
     assert len(backend.requests) == 8
@@ -312,7 +298,7 @@ def test_run_mifeval_on_two_real_prompts_per_language(shared_data, tmp_path):
 
 
 def test_run_mifeval_rejects_unknown_languages_and_bad_limits(tmp_path):
-    backend = FakeBackend({})
+    backend = FakeBackend(lambda request: "")
     with pytest.raises(UserError, match="languages"):
         run_mifeval(data_dir=tmp_path, out_dir=tmp_path, candidate=backend, languages=["de"])
     with pytest.raises(UserError, match="limit"):

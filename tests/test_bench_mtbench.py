@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from chat_fakes import FakeBackend
 from xlpo.bench.mtbench import (
     DEFAULT_LANGUAGES,
     PAPER_LANGUAGES,
@@ -31,23 +32,6 @@ from xlpo.bench.mtbench_judge import (
 )
 from xlpo.clients.chat import ChatReply
 from xlpo.errors import UserError
-
-
-class FakeBackend:
-    """Answers each request with `rule(request)` (a str, or a ChatReply for failures); counts calls."""
-
-    def __init__(self, name, rule):
-        self.name, self.rule = name, rule
-        self.requests, self.calls = [], 0
-
-    def complete_many(self, requests, progress=None):
-        self.calls += 1
-        self.requests += list(requests)
-        replies = [self.rule(r) for r in requests]
-        return [r if isinstance(r, ChatReply) else ChatReply(text=r) for r in replies]
-
-    def describe(self):
-        return {"model": self.name}
 
 
 def user_turns(request):
@@ -201,7 +185,7 @@ def test_languages_of_the_real_data(shared_data):
     assert langs["en"].name == "mt_bench" and langs["ja"].name == "ja_mt_bench"
     assert DEFAULT_LANGUAGES == tuple(lang for lang in PAPER_LANGUAGES if lang in langs)
     with pytest.raises(UserError, match=r"it, es .*available: en, de, fr, id, ja, pl, ru, vi, zh"):
-        run_mtbench(shared_data / "mt-bench", Path("/nonexistent"), FakeBackend("c", echo_candidate), None,
+        run_mtbench(shared_data / "mt-bench", Path("/nonexistent"), FakeBackend(model="c", reply=echo_candidate), None,
                     languages=["en", "it", "es"], echo=None)
 
 
@@ -210,8 +194,8 @@ def test_exact_prompts_on_a_real_question_with_reference(shared_data, tmp_path):
     questions = {q.question_id: q for q in load_questions(data / "mt_bench" / "question.jsonl")}
     refs = {r["question_id"]: r["choices"][0]["turns"] for r in read_jsonl(data / "mt_bench/reference_answer/gpt-4o.jsonl")}
     raw = {p["name"]: p for p in read_jsonl(data / "judge_prompts.jsonl")}
-    candidate = FakeBackend("cand", echo_candidate)
-    judge = FakeBackend("judge", lambda r: "Rating: [[6]]")
+    candidate = FakeBackend(model="cand", reply=echo_candidate)
+    judge = FakeBackend(model="judge", reply=lambda r: "Rating: [[6]]")
     run_mtbench(shared_data / "mt-bench", tmp_path, candidate, judge, languages=["en"], question_ids=[111, 81],
                 echo=None)
 
@@ -279,8 +263,8 @@ def test_ja_keeps_its_own_question_ids(shared_data, tmp_path):
     assert [q.question_id for q in ja] == list(range(1, 81))
     assert ja[0].category == "coding"
     ref = next(r for r in read_jsonl(data / "ja_mt_bench/reference_answer/gpt-4o.jsonl") if r["question_id"] == 1)
-    judge = FakeBackend("judge", lambda r: "[[7]]")
-    results = run_mtbench(shared_data / "mt-bench", tmp_path, FakeBackend("c", echo_candidate), judge,
+    judge = FakeBackend(model="judge", reply=lambda r: "[[7]]")
+    results = run_mtbench(shared_data / "mt-bench", tmp_path, FakeBackend(model="c", reply=echo_candidate), judge,
                           languages=["en", "ja"], limit=1, echo=None)
     rows = {r["key"]: r for r in read_jsonl(tmp_path / "judgments.jsonl")}
     assert sorted(rows) == ["en/81/1", "en/81/2", "ja/1/1", "ja/1/2"]  # the first question of each bench
@@ -290,14 +274,14 @@ def test_ja_keeps_its_own_question_ids(shared_data, tmp_path):
     assert f"[The Start of Reference Answer]\n{ref['choices'][0]['turns'][0]}\n[The End" in ja_prompt
     assert results["languages"]["ja"]["bench"] == "ja_mt_bench" and results["languages"]["ja"]["questions"] == 1
     with pytest.raises(UserError, match=r"ja: question ids \[81\].*1-80"):
-        run_mtbench(shared_data / "mt-bench", tmp_path / "x", FakeBackend("c", echo_candidate), None,
+        run_mtbench(shared_data / "mt-bench", tmp_path / "x", FakeBackend(model="c", reply=echo_candidate), None,
                     languages=["ja"], question_ids=[81], echo=None)
 
 
 def test_languages_without_references(shared_data, tmp_path):
-    judge = FakeBackend("judge", lambda r: "[[4]]")
+    judge = FakeBackend(model="judge", reply=lambda r: "[[4]]")
     # ru: no reference files and no math/reasoning/coding questions: every turn gets a general prompt
-    results = run_mtbench(shared_data / "mt-bench", tmp_path / "ru", FakeBackend("c", echo_candidate), judge,
+    results = run_mtbench(shared_data / "mt-bench", tmp_path / "ru", FakeBackend(model="c", reply=echo_candidate), judge,
                           languages=["ru"], limit=5, reference_judge="gpt-4", echo=None)
     rows = read_jsonl(tmp_path / "ru" / "judgments.jsonl")
     assert len(rows) == 10 and {r["judge_prompt"] for r in rows} == {"single-v1", "single-v1-multi-turn"}
@@ -305,7 +289,7 @@ def test_languages_without_references(shared_data, tmp_path):
     assert results["languages"]["ru"]["average"] == 4.0
     # id has references for gpt-4-turbo and gpt-4o only: asking for gpt-4 with a math question is refused
     with pytest.raises(UserError, match=r"id: no reference answers .*gpt-4.jsonl.*available there: gpt-4-turbo, gpt-4o"):
-        run_mtbench(shared_data / "mt-bench", tmp_path / "id", FakeBackend("c", echo_candidate), judge,
+        run_mtbench(shared_data / "mt-bench", tmp_path / "id", FakeBackend(model="c", reply=echo_candidate), judge,
                     languages=["id"], question_ids=[111], reference_judge="gpt-4", echo=None)
 
 
@@ -319,9 +303,9 @@ def test_missing_or_short_references_are_judged_without_and_counted(tmp_path):
     references = [{"question_id": 102, "choices": [{"index": 0, "turns": ["REF-M1", "REF-M2"]}]},
                   {"question_id": 104, "choices": [{"index": 0, "turns": ["REF-C1"]}]}]  # one turn only; 105: none
     tiny_bench(tmp_path / "bench", questions, references)
-    judge = FakeBackend("judge", lambda r: "[[8]]")
+    judge = FakeBackend(model="judge", reply=lambda r: "[[8]]")
     messages = []
-    results = run_mtbench(tmp_path / "bench", tmp_path / "out", FakeBackend("c", echo_candidate), judge,
+    results = run_mtbench(tmp_path / "bench", tmp_path / "out", FakeBackend(model="c", reply=echo_candidate), judge,
                           languages=["en"], echo=messages.append)
     rows = {r["key"]: r for r in read_jsonl(tmp_path / "out" / "judgments.jsonl")}
     assert [(k, rows[k]["judge_prompt"], rows[k]["reference_missing"]) for k in sorted(rows)] == [
@@ -350,7 +334,7 @@ def test_failures_are_counted_never_scored_and_retried_on_rerun(tmp_path):
 
     judge_rule = judge_by_table({("M1", 1): "Rating: [[5]]", ("M1", 2): "no rating here",
                                  ("R1", 1): ChatReply(text=None, error="HTTP 503")})
-    candidate, judge = FakeBackend("c", flaky_candidate), FakeBackend("j", judge_rule)
+    candidate, judge = FakeBackend(model="c", reply=flaky_candidate), FakeBackend(model="j", reply=judge_rule)
     results = run_tiny(tmp_path, candidate, judge)
     # turn 2 of W (whose turn 1 failed) is never asked
     assert sorted(tuple(user_turns(r)) for r in candidate.requests) == [("M1",), ("M1", "M2"), ("R1",), ("R1", "R2"), ("W1",)]
@@ -370,8 +354,8 @@ def test_failures_are_counted_never_scored_and_retried_on_rerun(tmp_path):
     assert results["average"] == {"turn1": 5.0, "turn2": None, "average": 5.0}
 
     # a rerun with working backends asks again only what failed (an unparseable reply is kept)
-    candidate2 = FakeBackend("c", echo_candidate)
-    judge2 = FakeBackend("j", judge_by_table({("M1", 1): "Rating: [[5]]", ("W1", 1): "[[9]]", ("W1", 2): "[[7]]",
+    candidate2 = FakeBackend(model="c", reply=echo_candidate)
+    judge2 = FakeBackend(model="j", reply=judge_by_table({("M1", 1): "Rating: [[5]]", ("W1", 1): "[[9]]", ("W1", 2): "[[7]]",
                                               ("R1", 1): "[[3]]", ("R1", 2): "[[2]]"}))
     results = run_tiny(tmp_path, candidate2, judge2)
     assert sorted(tuple(user_turns(r)) for r in candidate2.requests) == [("R1", "R2"), ("W1",), ("W1", "W2")]
@@ -387,11 +371,11 @@ def test_rerun_reuses_everything(tmp_path):
     tiny_bench(tmp_path / "bench")
     rule = judge_by_table({("W1", 1): "[[9]]", ("W1", 2): "[[8]]", ("M1", 1): "[[2]]", ("M1", 2): "[[4]]",
                            ("R1", 1): "[[6]]", ("R1", 2): "[[7]]"})
-    candidate, judge = FakeBackend("c", echo_candidate), FakeBackend("j", rule)
+    candidate, judge = FakeBackend(model="c", reply=echo_candidate), FakeBackend(model="j", reply=rule)
     first = run_tiny(tmp_path, candidate, judge)
     assert (candidate.calls, len(candidate.requests), judge.calls, len(judge.requests)) == (2, 6, 1, 6)
     judgments = (tmp_path / "out" / "judgments.jsonl").read_text()
-    candidate2, judge2 = FakeBackend("c", echo_candidate), FakeBackend("j", rule)
+    candidate2, judge2 = FakeBackend(model="c", reply=echo_candidate), FakeBackend(model="j", reply=rule)
     second = run_tiny(tmp_path, candidate2, judge2)
     assert (candidate2.calls, judge2.calls) == (0, 0)
     assert second == first and (tmp_path / "out" / "judgments.jsonl").read_text() == judgments
@@ -399,22 +383,22 @@ def test_rerun_reuses_everything(tmp_path):
     assert (en["turn1"], en["turn2"], en["average"]) == (pytest.approx(17 / 3), pytest.approx(19 / 3), pytest.approx(6.0))
     assert en["categories"] == {"math": 3.0, "roleplay": 6.5, "writing": 8.5}
     # another run seed changes every sampling seed, so every answer is asked again
-    candidate3 = FakeBackend("c", echo_candidate)
-    run_tiny(tmp_path, candidate3, FakeBackend("j", rule), seed=1)
+    candidate3 = FakeBackend(model="c", reply=echo_candidate)
+    run_tiny(tmp_path, candidate3, FakeBackend(model="j", reply=rule), seed=1)
     assert len(candidate3.requests) == 6 and {r.seed for r in candidate3.requests}.isdisjoint(
         {r.seed for r in candidate.requests})
 
 
 def test_generation_only_then_judged_later(tmp_path):
     tiny_bench(tmp_path / "bench")
-    candidate = FakeBackend("c", echo_candidate)
+    candidate = FakeBackend(model="c", reply=echo_candidate)
     results = run_tiny(tmp_path, candidate, None, temperature=0.0, max_tokens=64, seed=3)
     assert results["judged"] is False
     assert results["languages"]["en"]["counts"]["1"]["not_judged"] == 3 and results["languages"]["en"]["average"] is None
     assert {(r.temperature, r.max_tokens) for r in candidate.requests} == {(0.0, 64)}
     assert "not judged" in table(results)[0]
-    candidate2 = FakeBackend("c", echo_candidate)
-    results = run_tiny(tmp_path, candidate2, FakeBackend("j", lambda r: "[[6]]"), temperature=0.0, max_tokens=64, seed=3)
+    candidate2 = FakeBackend(model="c", reply=echo_candidate)
+    results = run_tiny(tmp_path, candidate2, FakeBackend(model="j", reply=lambda r: "[[6]]"), temperature=0.0, max_tokens=64, seed=3)
     assert candidate2.calls == 0 and results["languages"]["en"]["average"] == 6.0
 
 
@@ -426,11 +410,11 @@ def test_item_seeds_follow_the_documented_formula():
 
 def test_limit_and_question_ids(tmp_path):
     tiny_bench(tmp_path / "bench")
-    candidate = FakeBackend("c", echo_candidate)
+    candidate = FakeBackend(model="c", reply=echo_candidate)
     results = run_tiny(tmp_path, candidate, None, limit=2)
     assert sorted({user_turns(r)[0] for r in candidate.requests}) == ["M1", "W1"]
     assert results["languages"]["en"]["questions"] == 2
-    candidate = FakeBackend("c", echo_candidate)
+    candidate = FakeBackend(model="c", reply=echo_candidate)
     run_tiny(tmp_path, candidate, None, out="ids", question_ids=[103, 102], limit=1)
     assert {user_turns(r)[0] for r in candidate.requests} == {"M1"}  # file order, then the limit
     with pytest.raises(UserError, match="limit"):
@@ -447,13 +431,13 @@ def test_limit_and_question_ids(tmp_path):
 def test_malformed_questions_are_user_errors(tmp_path, line, message):
     tiny_bench(tmp_path / "bench", [TINY_QUESTIONS[0], line])
     with pytest.raises(UserError, match=message):
-        run_tiny(tmp_path, FakeBackend("c", echo_candidate), None)
+        run_tiny(tmp_path, FakeBackend(model="c", reply=echo_candidate), None)
 
 
 def test_malformed_references_are_user_errors(tmp_path):
     tiny_bench(tmp_path / "bench", references=[{"question_id": 102, "choices": [{"turns": "REF"}]}])
     with pytest.raises(UserError, match=r"gpt-4o.jsonl:1: 'choices'"):
-        run_tiny(tmp_path, FakeBackend("c", echo_candidate), FakeBackend("j", lambda r: "[[5]]"))
+        run_tiny(tmp_path, FakeBackend(model="c", reply=echo_candidate), FakeBackend(model="j", reply=lambda r: "[[5]]"))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from chat_fakes import FakeBackend
 from xlpo.bench.winrate import (JUDGE_PROMPT, candidate_position, outcome_for_candidate, pairwise_prompt,
                                 parse_verdict, run_winrate, run_xlsum_winrate, summarize, table,
                                 xlsum_judge_prompt)
@@ -44,20 +45,6 @@ FIGURE_11 = (
     "\n"
     "Preferred: <'Answer (A)' or 'Answer (B)' or 'TIE'>"
 )
-
-
-class FakeBackend:
-    def __init__(self, reply_fn, model="fake-judge"):
-        self.reply_fn, self.model = reply_fn, model
-        self.requests, self.calls = [], 0
-
-    def complete_many(self, requests, progress=None):
-        self.calls += 1
-        self.requests.extend(requests)
-        return [self.reply_fn(request) for request in requests]
-
-    def describe(self):
-        return {"kind": "fake", "model": self.model}
 
 
 # --- the prompt ----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from chat_fakes import FakeBackend
 from xlpo.bench.xlsum import (RougeTokenizer, article_from_prompt, item_seed, language_code, load_xlsum,
                               read_summaries, rouge_l, run_xlsum, summary_prompt, table, truncate_text)
 from xlpo.clients.chat import ChatReply
@@ -14,22 +15,6 @@ from xlpo.errors import UserError
 from xlpo.fileio import iter_jsonl
 
 FIXTURES = Path(__file__).parent / "fixtures" / "xlsum"
-
-
-class FakeBackend:
-    """Answers with reply_fn(request); records every request and every complete_many call."""
-
-    def __init__(self, reply_fn, model="fake-model"):
-        self.reply_fn, self.model = reply_fn, model
-        self.requests, self.calls = [], 0
-
-    def complete_many(self, requests, progress=None):
-        self.calls += 1
-        self.requests.extend(requests)
-        return [self.reply_fn(request) for request in requests]
-
-    def describe(self):
-        return {"kind": "fake", "model": self.model}
 
 
 def fixture_rows(name):

@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reuse_and_padding.py"
+pytestmark = pytest.mark.slow
 
 
 def test_reuse_and_padding_smoke(tmp_path, shared_data):

@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "vs_trl.py"
+pytestmark = pytest.mark.slow
 
 
 def test_vs_trl_smoke(tmp_path, shared_data):

@@ -171,6 +171,13 @@ def test_help_of_icr_and_experiment_lists_their_options(monkeypatch, capsys, arg
 # --------------------------------------------------------------------------- what help and config errors import
 
 
+def test_python_dash_m_xlpo_is_the_xlpo_command(tmp_path):
+    """`python -m xlpo` (xlpo/__main__.py, what `accelerate launch -m xlpo` runs) answers as the console script."""
+    proc = subprocess.run([sys.executable, "-m", "xlpo", "--version"], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("xlpo "), (proc.stdout, proc.stderr)
+
+
 def test_help_and_config_errors_do_not_import_torch(tmp_path):
     runs = [["--help"], ["train", "--help"], ["icr", "run", "--help"], ["experiment", "capo-mtpe", "--help"],
             ["configs"], ["train", "training.lerning_rate=1"], ["train", "capo-paper-gpu", "loss.alpah=1"],
@@ -193,6 +200,7 @@ def test_help_and_config_errors_do_not_import_torch(tmp_path):
 # --------------------------------------------------------------------------- installed from a wheel
 
 
+@pytest.mark.e2e
 def test_shipped_configs_from_a_wheel_installed_outside_the_checkout(tmp_path):
     # Build from a copy of the sources (setuptools writes build/ beside them), with one extra nested
     # config to show that subfolders (accelerate/...) are packaged too.

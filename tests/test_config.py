@@ -12,7 +12,8 @@ import yaml
 
 from xlpo.config import parse_override
 from xlpo.errors import UserError
-from xlpo.train.config import TrainConfig, load_config, options_help
+from xlpo.model_spec import ModelSpec
+from xlpo.train.config import TrainConfig, derive_train_config, load_config, merge_train_sections, options_help
 
 XLPO = Path(sys.executable).parent / "xlpo"
 
@@ -29,6 +30,31 @@ def write(tmp_path: Path, text: str, name: str = "cfg.yaml") -> Path:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
     return path
+
+
+# --------------------------------------------------------------------------- partial sections
+
+
+def test_partial_sections_merge_by_the_one_rule():
+    defaults = {"loss": {"name": "dpo_nll", "beta": 0.1, "nll_weight": 1.0},
+                "lora": {"r": 16, "target_modules": ["q_proj", "v_proj"]}, "training": {"epochs": 1, "seed": 42}}
+    merged = merge_train_sections(defaults, {"training": {"seed": 7}, "lora": {"target_modules": ["o_proj"]}},
+                                  {"loss": {"beta": 0.2}})
+    assert merged == {"loss": {"name": "dpo_nll", "beta": 0.2, "nll_weight": 1.0},
+                      "lora": {"r": 16, "target_modules": ["o_proj"]}, "training": {"epochs": 1, "seed": 7}}
+    # Another loss replaces the loss whole: nll_weight is not a DPO parameter.
+    assert merge_train_sections(defaults, {"loss": {"name": "dpo"}})["loss"] == {"name": "dpo"}
+    assert defaults["training"] == {"epochs": 1, "seed": 42}  # the inputs are left as they were
+
+
+def test_derive_train_config_validates_the_merge_and_sets_a_typed_reference():
+    cfg = derive_train_config({"loss": {"name": "dpo"}}, {"training": {"seed": 3}},
+                              reference=ModelSpec("base-model", "some/adapter"))
+    assert cfg.loss.name == "dpo" and cfg.loss.params()["beta"] == 0.1 and cfg.training.seed == 3
+    assert cfg.reference_spec() == ModelSpec("base-model", "some/adapter")
+    assert derive_train_config({}).reference_spec() == ModelSpec("embedded")  # default: the starting base weights
+    with pytest.raises(UserError, match=r"^config: run: training.seed"):
+        derive_train_config({"training": {"seed": "x"}}, prefix="run: ")
 
 
 # --------------------------------------------------------------------------- valid configs

@@ -111,6 +111,20 @@ def test_each_run_trains_with_its_own_seed_learning_rate_and_directory(tmp_path)
     assert train_cfg.loss.name == "capo" and train_cfg.data.train == str(tmp_path / "data" / "train.jsonl")
 
 
+def test_a_partial_train_section_completes_the_defaults_it_does_not_name(tmp_path):
+    """`train: {training: {seed: 7}}` changes the seed alone: the embedded model's dtype, the LoRA, data and
+    other training settings stay the experiment's defaults (they used to be dropped silently)."""
+    path = tmp_path / "exp.yaml"
+    path.write_text("train:\n  training:\n    seed: 7\n", encoding="utf-8")
+    default, partial = load_experiment(None, []), load_experiment(str(path), [])
+    assert partial.seed_list() == [7] and partial.default_lr() == default.default_lr() == 5e-4
+    method = default.all_methods()[0]
+    want = run_train_config(default, RunPlan(method, 7, 5e-4, lr_in_name=False), tmp_path).model_dump()
+    got = run_train_config(partial, RunPlan(method, 7, 5e-4, lr_in_name=False), tmp_path).model_dump()
+    assert got == want and got["model"]["dtype"] == "float32" and got["data"]["max_length"] == 384
+    assert load_experiment(None, ["train.training.seed=7"]).train == partial.train  # an override is the same
+
+
 def _entry(lr, sums, means, ns=(4, 4, 4)):
     accuracy = {lang: {"sum": {"acc": s, "n": n}, "mean": {"acc": m, "n": n}}
                 for lang, s, m, n in zip("abc", sums, means, ns)}
@@ -177,6 +191,25 @@ def test_the_lr_search_grows_past_the_top_while_the_top_wins(tmp_path):
     assert search["capo"]["chosen"] == 1e-2 and [e["lr"] for e in search["capo"]["entries"]] == [1e-4, 1e-3, 1e-2, 0.1]
 
 
+def test_the_smallest_experiment_runs_and_a_rerun_reuses_every_stage(tmp_path, tiny_model_dir, shared_data,
+                                                                      monkeypatch):
+    """The fast tier's run of the whole study: two methods, one seed, one pair per direction and split,
+    one step each; a rerun finds every stage done (the e2e tests below run the full study)."""
+    monkeypatch.setenv("XLPO_SHARED_DATA", str(shared_data))
+    overrides = [f"out_dir={tmp_path / 'study'}", "data.per_split=1", "data.directions=[en-de, en-zh]",
+                 f"train.model.name_or_path={tiny_model_dir}", "train.training.max_steps=1",
+                 f"train.reference.cache_dir={tmp_path / 'ref'}", "train.training.progress=false",
+                 "methods=[{name: dpo, loss: {name: dpo}}, {name: capo, loss: {name: capo}}]", "capo_inverse=false",
+                 "runner.workers=1"]
+    report = run_experiment(load_experiment(None, overrides), log=lambda m: None)
+    assert {"report.html", "report.md", "results.json"} <= {p.name for p in report.iterdir()}
+    logs: list[str] = []
+    run_experiment(load_experiment(None, overrides), log=logs.append)
+    assert sum("reusing" in m for m in logs) == 1 + 2 and sum("up to date" in m for m in logs) == 3
+    assert not [m for m in logs if m.startswith("train ") and "reusing" not in m]
+
+
+@pytest.mark.e2e
 def test_experiment_end_to_end_on_real_mtpe_data(tmp_path, tiny_model_dir, shared_data, monkeypatch):
     monkeypatch.setenv("XLPO_SHARED_DATA", str(shared_data))
     overrides = [f"out_dir={tmp_path / 'study'}", "data.per_split=1", f"train.model.name_or_path={tiny_model_dir}",
@@ -214,6 +247,7 @@ def test_experiment_end_to_end_on_real_mtpe_data(tmp_path, tiny_model_dir, share
     assert sum("up to date" in m for m in logs) == 7
 
 
+@pytest.mark.e2e
 def test_experiment_with_seeds_and_a_learning_rate_chosen_on_validation(tmp_path, tiny_model_dir, shared_data,
                                                                          monkeypatch):
     monkeypatch.setenv("XLPO_SHARED_DATA", str(shared_data))
@@ -272,6 +306,7 @@ def test_experiment_with_seeds_and_a_learning_rate_chosen_on_validation(tmp_path
     assert again["learning_rates"] == exp["learning_rates"]
 
 
+@pytest.mark.e2e
 def test_two_worker_processes_give_the_same_study_as_one(tmp_path, tiny_model_dir, shared_data, monkeypatch):
     """Jobs taken by two spawned one-thread workers: the same chosen rates and the same scores, file for file."""
     monkeypatch.setenv("XLPO_SHARED_DATA", str(shared_data))

@@ -220,18 +220,19 @@ def test_vllm_sampling_params_and_lora_request(monkeypatch, tmp_path, tokenizer)
 
 
 def test_make_generator_and_bench_options_pass_the_engine_settings(monkeypatch, tmp_path, tiny_model_dir):
-    from xlpo.cli.bench import candidate_backend
+    from xlpo.cli.bench import Candidate
 
     fake = _FakeVLLM().install(monkeypatch)
     adapter = _adapter_dir(tmp_path / "adapter", 64)
     make_generator(str(tiny_model_dir), adapter, backend="vllm", engine=VLLMSettings(2048, 0.6))
     assert {k: fake.engines[0][k] for k in ("max_model_len", "gpu_memory_utilization", "max_lora_rank")} == \
         {"max_model_len": 2048, "gpu_memory_utilization": 0.6, "max_lora_rank": 64}
-    local = candidate_backend(str(tiny_model_dir), Path(adapter), None, None, None, 4, "vllm", 1024, 0.7)
+    local = Candidate(str(tiny_model_dir), Path(adapter), batch_size=4, backend="vllm", max_model_len=1024,
+                      gpu_memory_utilization=0.7).build()
     local.generator
     assert (fake.engines[1]["max_model_len"], fake.engines[1]["gpu_memory_utilization"]) == (1024, 0.7)
     with pytest.raises(UserError, match="--backend"):
-        candidate_backend("embedded", None, None, None, None, 4, "tpu")
+        Candidate(backend="tpu").build()
 
 
 class Scripted(torch.nn.Module):

@@ -20,6 +20,7 @@ def _load(out: Path, section: str) -> dict:
     return json.loads((out / f"{section}.json").read_text())
 
 
+@pytest.mark.slow
 def test_smoke_runs_every_section_and_every_check_passes(tmp_path, tokenizer):
     out = tmp_path / "out"
     assert gpu_check.main(["--smoke", "--out", str(out)]) == 0

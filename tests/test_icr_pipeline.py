@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make_random_adapter
+from conftest import first_fast, make_random_adapter
 
 import xlpo.icr.policies as policies
 import xlpo.icr.response_logps as scoring_mod
@@ -27,6 +27,7 @@ from xlpo.icr.pipeline import recompute_stats, run_icr
 from xlpo.icr.rundir import IterationDir
 from xlpo.icr.prompts import crosslingual_instruction, load_parallel_prompts
 from xlpo.icr.response_logps import ResponseEncoder, shared_prompt_logprobs
+from xlpo.model_spec import ModelSpec
 from xlpo.models import load_policy, load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -162,6 +163,7 @@ def _count_calls(monkeypatch, module, name, fail_at=None):
     return calls
 
 
+@pytest.mark.e2e
 def test_killed_mid_stage_resumes_without_redoing_work(tmp_path, tiny_model_dir, policy_adapter, shared_data,
                                                        monkeypatch):
     config = _config(tmp_path / "run", tiny_model_dir, policy_adapter, shared_data)
@@ -196,7 +198,7 @@ def test_killed_mid_stage_resumes_without_redoing_work(tmp_path, tiny_model_dir,
     assert it.stats.is_file() and (config_run / "iter-1" / "train" / "adapter").is_dir()
 
 
-@pytest.mark.parametrize("training", ["previous", "initial"])
+@pytest.mark.parametrize("training", first_fast(["previous", "initial"]))
 def test_training_reference_is_the_starting_policy_or_the_initial_model(finished, tmp_path, tiny_model_dir,
                                                                         policy_adapter, shared_data, training):
     """reference.training=previous (Algorithm 1, the default): the DPO reference is the policy training
@@ -241,6 +243,7 @@ def _reference_logps_of_first_row(run_dir, shared_data, model_dir, adapter):
     return row["scores"]["crosslingual"]["reference"], got.sums
 
 
+@pytest.mark.e2e
 def test_reward_reference_previous_scores_iteration_2_against_pi_0(finished, tmp_path, tiny_model_dir,
                                                                   policy_adapter, shared_data):
     """reference.reward=previous (Table 6's alternative): iteration 2 scores pi^1 against pi^0 =
@@ -260,6 +263,7 @@ def test_reward_reference_previous_scores_iteration_2_against_pi_0(finished, tmp
     assert recorded != pytest.approx(under_base, abs=1e-3)
 
 
+@pytest.mark.e2e
 def test_sigkill_mid_sampling_then_resume(tmp_path, tiny_model_dir, policy_adapter, shared_data, monkeypatch):
     """A real kill (SIGKILL, no cleanup) as soon as the first sampled part is on disk."""
     config = _config(tmp_path / "run", tiny_model_dir, policy_adapter, shared_data, "prompts.limit=4",
@@ -302,6 +306,7 @@ def _copy_stages(src_run: Path, dst_run: Path, names) -> None:
         shutil.copytree(src, dst) if src.is_dir() else shutil.copy(src, dst)
 
 
+@pytest.mark.e2e
 def test_multilingual_and_translate_rewards(finished, tmp_path, tiny_model_dir, policy_adapter, shared_data):
     _, result, _ = finished
     run_dir = tmp_path / "run"
@@ -331,6 +336,7 @@ def test_multilingual_and_translate_rewards(finished, tmp_path, tiny_model_dir, 
     assert {r["kind"] for r in requests} == {"crosslingual", "translate", "multilingual"}
 
 
+@pytest.mark.e2e
 def test_a_second_iteration_starts_from_the_first_ones_adapter(finished, tmp_path, tiny_model_dir, policy_adapter,
                                                                shared_data):
     config, result, _ = finished
@@ -350,6 +356,7 @@ def test_a_second_iteration_starts_from_the_first_ones_adapter(finished, tmp_pat
     assert sorted(out.stats) == [1, 2]
 
 
+@pytest.mark.e2e
 def test_kto_trains_on_best_and_worst(finished, tmp_path, tiny_model_dir, policy_adapter, shared_data):
     _, result, _ = finished
     run_dir = tmp_path / "run"
@@ -402,8 +409,7 @@ def test_bad_inputs_are_refused_before_the_run_directory_is_written(tmp_path, ti
 def test_vllm_starts_after_the_hf_models_are_gone(tmp_path, tiny_model_dir, policy_adapter, shared_data, monkeypatch):
     """vLLM claims a share of the GPU's free memory when it starts: no HF model of ours may hold any."""
     config = _config(tmp_path / "run", tiny_model_dir, policy_adapter, shared_data)
-    models = policies.Models(config, policies.PolicySpec(str(tiny_model_dir), str(policy_adapter)),
-                             policies.PolicySpec(str(tiny_model_dir)))
+    models = policies.Models(config, ModelSpec(str(tiny_model_dir), str(policy_adapter)), ModelSpec(str(tiny_model_dir)))
     with models.reference():
         pass
     policy = weakref.ref(models.policy)

@@ -42,6 +42,19 @@ def test_shared_equals_naive(model, tokenizer, batch_size):
     assert shared.tokens == naive.tokens == [len(r) for r in responses]
 
 
+def test_full_logits_path_after_the_prompt_cache_gives_the_same_values(model, tokenizer, monkeypatch):
+    """A head the chunked path cannot read goes through the full-logits path, the prompt's cache included."""
+    import xlpo.logprobs
+
+    prompt_ids, responses = _encoded(tokenizer)
+    chunked = shared_prompt_logprobs(model, prompt_ids, responses, tokenizer.pad_token_id, batch_size=2)
+    monkeypatch.setattr(xlpo.logprobs, "output_head", lambda model: None)
+    full = shared_prompt_logprobs(model, prompt_ids, responses, tokenizer.pad_token_id, batch_size=2)
+    naive = naive_prompt_logprobs(model, prompt_ids, responses, tokenizer.pad_token_id, batch_size=3)
+    torch.testing.assert_close(torch.tensor(full.sums), torch.tensor(chunked.sums), atol=1e-4, rtol=0)
+    torch.testing.assert_close(torch.tensor(full.sums), torch.tensor(naive.sums), atol=1e-4, rtol=0)
+
+
 def test_first_response_token_and_end_of_turn_are_scored(model, tokenizer):
     prompt_ids, responses = _encoded(tokenizer)
     response = responses[0]

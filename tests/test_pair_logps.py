@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM
 from xlpo.data.batching import pad_sequences
 from xlpo.data.records import load_preferences
 from xlpo.data.tokenize import PairTokenizer
-from xlpo.eval.pair_logps import score_pairs
+from xlpo.pair_logps import score_pairs
 from xlpo.logprobs import naive_completion_logprobs
 
 

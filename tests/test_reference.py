@@ -14,8 +14,9 @@ from safetensors.torch import load_file, save_file
 
 from xlpo.data.records import load_preferences
 from xlpo.data.tokenize import PairTokenizer
-from xlpo.eval.pair_logps import score_pairs
-from xlpo.models import load_adapter, load_model
+from xlpo.model_spec import ModelSpec
+from xlpo.models import attach_reference, load_adapter, load_model, load_policy
+from xlpo.pair_logps import score_pairs
 from xlpo.train.config import load_config
 from xlpo.train.trainer import Trainer, train
 
@@ -49,6 +50,31 @@ def _pair_logps(model_dir, tokenizer, adapter=None) -> torch.Tensor:
 
 def _cached(tmp_path) -> list[torch.Tensor]:
     return [load_file(str(p))["logps"] for p in sorted((tmp_path / "refcache").glob("*.safetensors"))]
+
+
+def test_one_attach_for_training_and_icr(tmp_path, tiny_model_dir, random_adapter, tokenizer):
+    """`attach_reference`, which the trainer and ICR's reward scoring both call: a reference on a PEFT
+    policy's own base is reached through the policy (adapters disabled, or its adapter loaded beside the
+    policy's, frozen); any other is loaded by the caller. Each scores as the reference model does."""
+    pairs, _ = PairTokenizer(tokenizer).encode_all(load_preferences(FIXTURE))
+    other = make_tiny_model_dir(tmp_path / "other", tokenizer, seed=7)
+    base = str(tiny_model_dir)
+    policy = load_policy(base, str(random_adapter), "float32", "cpu")
+    loaded = []
+
+    def load(spec):
+        loaded.append(spec)
+        return load_policy(spec.base, spec.adapter, "float32", "cpu")
+
+    wants = {ModelSpec(base): (_pair_logps(tiny_model_dir, tokenizer), None),
+             ModelSpec(base, str(random_adapter)): (_pair_logps(tiny_model_dir, tokenizer, random_adapter), "reference"),
+             ModelSpec(str(other)): (_pair_logps(other, tokenizer), None)}
+    for spec, (want, adapter) in wants.items():
+        attached = attach_reference(policy, base, spec, load)
+        assert attached.adapter == adapter
+        with attached(policy) as ref:
+            torch.testing.assert_close(score_pairs(ref, pairs, tokenizer.pad_token_id).stacked(), want, atol=1e-4, rtol=0)
+    assert loaded == [ModelSpec(str(other))]
 
 
 @pytest.mark.parametrize("precompute", ["true", "false"])

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import first_fast
 from safetensors.torch import load_file
 
 import xlpo.train.trainer as trainer_module
@@ -70,7 +71,7 @@ def _tiny_dropout_model(path: Path, tokenizer, family: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("family", ["gpt2", "opt"])
+@pytest.mark.parametrize("family", first_fast(["gpt2", "opt"]))
 def test_dpo_starts_at_ln2_on_a_model_with_dropout_and_the_setting_turns_it_back_on(tmp_path, tokenizer, family):
     model_dir = _tiny_dropout_model(tmp_path / family, tokenizer, family)
     common = ["loss.name=dpo", "training.max_steps=1"]

@@ -530,6 +530,7 @@ def test_endpoint_client_round_trip(tiny_model_dir):
         assert all(r.usage["completion_tokens"] <= 6 for r in replies)
 
 
+@pytest.mark.slow
 def test_concurrency_benchmark_smoke(tiny_model_dir, tmp_path):
     """benchmarks/serve_concurrency.py still runs end to end (two clients, tiny model, one round)."""
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "serve_concurrency.py"

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import first_fast
 
 from xlpo.data.batching import collate_pairs, pad_sequences, prompt_sharing_blocker, shared_prompt_rows, two_row_layout
 from xlpo.data.records import load_preferences
@@ -142,7 +143,7 @@ ARCHITECTURES = [("llama", "sdpa"), ("llama", "eager"), ("qwen2", "sdpa"), ("qwe
                  ("gemma3", "sdpa"), ("phi3", "eager"), ("olmo2", "sdpa")]
 
 
-@pytest.mark.parametrize("family,attn", ARCHITECTURES)
+@pytest.mark.parametrize("family,attn", first_fast(ARCHITECTURES))
 def test_shared_rows_give_the_two_row_logprobs_and_gradients(tokenizer, family, attn):
     # Gemma 2 and 3 keep their default sliding windows (4,096), longer than these rows.
     model = _tiny(family, tokenizer, attn)
@@ -172,9 +173,10 @@ LONGROPE = dict(rope_type="longrope", **ROPE_FACTORS)
 
 # Linear, llama3 and yarn frequencies are fixed by the config; dynamic NTK and long-rope depend on the
 # largest position id in the batch, so they are tested on both sides of the original length.
-@pytest.mark.parametrize("rope,sequences", [(LINEAR, "exceed"), (LLAMA3, "exceed"), (YARN, "exceed"),
+@pytest.mark.parametrize("rope,sequences", first_fast([(LINEAR, "exceed"), (LLAMA3, "exceed"), (YARN, "exceed"),
                                             (DYNAMIC, "fit"), (DYNAMIC, "exceed"), (LONGROPE, "fit"),
-                                            (LONGROPE, "exceed")], ids=lambda x: x if isinstance(x, str) else x["rope_type"])
+                                            (LONGROPE, "exceed")]),
+                         ids=lambda x: x if isinstance(x, str) else x["rope_type"])
 def test_rotary_scaling_beyond_the_original_length(tokenizer, rope, sequences):
     """Rows longer than the original context: restarted position ids keep the largest position id
     (from which transformers picks dynamic and long-rope frequencies) equal to the two-row one."""
@@ -215,8 +217,8 @@ def test_phi3_long_rope(tokenizer, sequences):
     _assert_shared_equals_two_rows(model, pairs, tokenizer.pad_token_id)
 
 
-@pytest.mark.parametrize("family,attn", [("mistral", "sdpa"), ("gemma2", "eager"), ("gemma3_text", "sdpa"),
-                                         ("gemma3", "eager")])
+@pytest.mark.parametrize("family,attn", first_fast([("mistral", "sdpa"), ("gemma2", "eager"), ("gemma3_text", "sdpa"),
+                                         ("gemma3", "eager")]))
 def test_a_sliding_window_longer_than_every_sequence_is_exact_and_a_shorter_one_refused(tokenizer, family, attn):
     """The window only matters when a prompt + answer exceeds it: a window between the longest two-row
     row and the longest shared row keeps sharing exact; a shorter one is refused (read from

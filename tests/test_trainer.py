@@ -12,11 +12,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import first_fast
 from safetensors.torch import load_file
 
+from xlpo.data.batching import plan_epoch
 from xlpo.errors import TrainingError
 from xlpo.losses import LOSSES, LossOutput, LossSpec
+from xlpo.model_spec import ModelSpec
 from xlpo.train.config import load_config
+from xlpo.train.metrics import summarize
+from xlpo.train.run import TrainRun
 from xlpo.train.trainer import Trainer, train
 
 FIXTURE = Path(__file__).parent / "fixtures" / "prefs_small.jsonl"
@@ -39,12 +44,16 @@ def _base_weights(model_dir):
 
 
 def test_config_from_this_suite_trains_all_examples(tmp_path, tiny_model_dir):
-    result = train(_config(tmp_path, tiny_model_dir, "loss.name=capo"))
+    cfg = _config(tmp_path, tiny_model_dir, "loss.name=capo")
+    result = train(cfg)
     summary = json.loads((result.output_dir / "train_summary.json").read_text())
     assert summary["pairs"] == 12 and summary["steps"] == 3
     assert {"config.yaml", "versions.json", "metrics.jsonl", "skipped.jsonl", "adapter"} <= {
         p.name for p in result.output_dir.iterdir()}
     assert (result.output_dir / "adapter" / "adapter_model.safetensors").is_file()
+    run = TrainRun(result.output_dir)  # what later stages read: finished, its policy, its summary
+    assert run.finished and run.policy("base") == ModelSpec("base", str(result.output_dir / "adapter"))
+    assert run.summary() == summary and run.finished_with(cfg)
     versions = json.loads((result.output_dir / "versions.json").read_text())
     assert versions["torch"].startswith("2.") and versions["xlpo"] != "not installed"
     last = _metrics(result.output_dir)[-1]
@@ -55,7 +64,7 @@ def test_config_from_this_suite_trains_all_examples(tmp_path, tiny_model_dir):
     assert any(k.startswith("rewards/accuracies/") for k in last)
 
 
-@pytest.mark.parametrize("loss", LOSS_NAMES)
+@pytest.mark.parametrize("loss", first_fast(LOSS_NAMES))
 def test_full_finetuning_changes_every_weight_tensor(tmp_path, tiny_model_dir, loss):
     cfg = _config(tmp_path, tiny_model_dir, f"loss.name={loss}", "lora.enabled=false", "training.max_steps=2",
                   "training.warmup_ratio=0")
@@ -97,50 +106,74 @@ def test_dpo_starts_at_ln2(tmp_path, tiny_model_dir, lora):
     assert first["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
 
 
+def _step(trainer, plan) -> tuple[dict, list[torch.Tensor], int]:
+    """One optimizer step's metrics (as the run logs them), gradients and token count at the trainer's
+    current weights, for `plan`; the weights are not updated."""
+    trainer.optimizer.zero_grad(set_to_none=True)
+    metrics, tokens = trainer._train_step(plan)
+    values, langs, mask = metrics.per_pair()
+    record = summarize(metrics.names, trainer.languages, values.T, langs, mask)
+    grads = [p.grad.detach().clone() for p in trainer.trainable]
+    trainer.optimizer.zero_grad(set_to_none=True)
+    return record, grads, tokens
+
+
+def _update(trainer, grads) -> None:
+    """The optimizer step the run takes with these gradients."""
+    for param, grad in zip(trainer.trainable, grads):
+        param.grad = grad.clone()
+    trainer.optimizer.step()
+    trainer.scheduler.step()
+    trainer.optimizer.zero_grad(set_to_none=True)
+
+
 @pytest.mark.parametrize("loss", ["dpo", "kto"])
 def test_gradient_accumulation_matches_larger_batch(tmp_path, tiny_model_dir, loss):
-    """KTO: its KL estimate is over the whole step's batch, not per micro-batch."""
-    runs = {}
-    for micro, accum in [(4, 1), (1, 4), (2, 2)]:
-        cfg = _config(tmp_path / f"{micro}x{accum}", tiny_model_dir, f"loss.name={loss}", "lora.dropout=0",
-                      f"training.batch_size={micro}", f"training.grad_accum={accum}", "training.warmup_ratio=0")
-        result = train(cfg)
-        runs[(micro, accum)] = (load_file(str(result.output_dir / "adapter" / "adapter_model.safetensors")),
-                                _metrics(result.output_dir))
-    ref_weights, ref_metrics = runs[(4, 1)]
-    for key, (weights, metrics) in runs.items():
-        assert len(metrics) == len(ref_metrics) == 3
-        for a, b in zip(metrics, ref_metrics):
-            assert a["loss"] == pytest.approx(b["loss"], abs=1e-6), key
-            assert ("kl" in a) == (loss == "kto") and a.get("kl") == pytest.approx(b.get("kl"), abs=1e-6), key
-            assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4), key
-        for name in ref_weights:
-            torch.testing.assert_close(weights[name], ref_weights[name], atol=1e-6, rtol=1e-5)
+    """A step's loss, KL and gradients are those of one batch of 4 however it is laid out (4x1, 1x4, 2x2):
+    one setup, then each of 3 steps in every layout from the same weights, which then move by the 4x1
+    step. KTO: its KL estimate is over the whole step's batch, not per micro-batch."""
+    trainer = Trainer(_config(tmp_path, tiny_model_dir, f"loss.name={loss}", "lora.dropout=0", "training.batch_size=1",
+                              "training.grad_accum=4", "training.warmup_ratio=0"))
+    trainer.setup()
+    t = trainer.config.training
+    layouts = {(m, a): plan_epoch([p.length for p in trainer.pairs], m, a, 1, t.seed, 0, t.group_by_length)
+               for m, a in [(4, 1), (2, 2)]}
+    layouts[(1, 4)] = trainer._plan(0)  # the layout the config asks for, as the run plans it
+    assert trainer.total_steps == 3 and all(len(plans) == 3 for plans in layouts.values())
+    for trainer.step in range(3):
+        (want, want_grads, _), *others = [_step(trainer, plans[trainer.step]) for plans in layouts.values()]
+        for record, grads, _ in others:
+            assert record["loss"] == pytest.approx(want["loss"], abs=1e-6)
+            assert ("kl" in record) == (loss == "kto") and record.get("kl") == pytest.approx(want.get("kl"), abs=1e-6)
+            for got, expected in zip(grads, want_grads):
+                torch.testing.assert_close(got, expected, atol=1e-7, rtol=1e-5)
+        _update(trainer, want_grads)
 
 
 @pytest.mark.parametrize("loss,lora", [("dpo", True), ("capo", True), ("kto", True), ("simpo", False)])
 def test_shared_prompt_rows_train_like_two_rows(tmp_path, tiny_model_dir, loss, lora):
-    """Without dropout the layout changes only the arithmetic's order: same losses, gradients, weights."""
-    runs = {}
-    for share in (True, False):
-        cfg = _config(tmp_path / str(share), tiny_model_dir, f"loss.name={loss}", f"lora.enabled={lora}",
-                      "lora.dropout=0", f"training.share_prompt={share}", "training.warmup_ratio=0")
-        result = train(cfg)
-        name = "adapter/adapter_model.safetensors" if lora else "model/model.safetensors"
-        runs[share] = (load_file(str(result.output_dir / name)), _metrics(result.output_dir), result.summary)
-    (shared_w, shared_m, shared_s), (two_w, two_m, two_s) = runs[True], runs[False]
-    assert shared_s["layout"] == "shared prompt" and two_s["layout"] == "two rows"
-    assert len(shared_m) == len(two_m) == 3
-    for a, b in zip(shared_m, two_m):
-        assert a["loss"] == pytest.approx(b["loss"], abs=2e-5)
-        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-3)
-        assert a["logps/chosen"] == pytest.approx(b["logps/chosen"], abs=1e-3)
-        # Throughput counts the tokens of both sequences either way, so runs stay comparable.
-        assert a["tokens_per_second"] * a["step_seconds"] == pytest.approx(b["tokens_per_second"] * b["step_seconds"],
-                                                                           rel=1e-9)
-    # Adam turns tiny gradient differences into up-to-lr-sized steps where a gradient is near zero.
-    for key in two_w:
-        torch.testing.assert_close(shared_w[key], two_w[key], atol=1e-4, rtol=1e-3)
+    """Without dropout the layout changes only the arithmetic's order: same losses, log-probs, token counts
+    and gradients, the live reference included. One setup, then each of 3 steps in both layouts from the
+    same weights, which then move by the shared-prompt step."""
+    trainer = Trainer(_config(tmp_path, tiny_model_dir, f"loss.name={loss}", f"lora.enabled={lora}", "lora.dropout=0",
+                              "reference.precompute=false", "training.warmup_ratio=0"))
+    trainer.setup()
+    assert trainer.layout == "shared prompt"
+    policy = trainer.acc.unwrap_model(trainer.model)
+    for trainer.step in range(3):
+        results = {}
+        for share in (True, False):
+            trainer.config.training.share_prompt = share
+            trainer._choose_layout(policy)
+            results[share] = _step(trainer, trainer._plan(0)[trainer.step])
+        assert trainer.layout == "two rows"
+        (shared, shared_grads, shared_tokens), (two, two_grads, two_tokens) = results[True], results[False]
+        assert shared["loss"] == pytest.approx(two["loss"], abs=2e-5)
+        assert shared["logps/chosen"] == pytest.approx(two["logps/chosen"], abs=1e-3)
+        assert shared_tokens == two_tokens  # throughput counts both sequences' tokens either way
+        for a, b in zip(shared_grads, two_grads):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-3)
+        _update(trainer, shared_grads)
 
 
 def test_shared_prompt_falls_back_to_two_rows_where_attention_cannot_take_the_mask(tmp_path, tiny_model_dir,
@@ -242,6 +275,7 @@ def test_skipped_examples_are_reported_by_id(tmp_path, tiny_model_dir):
     assert result.summary["pairs"] == 12 - len(skipped)
 
 
+@pytest.mark.distributed
 @pytest.mark.parametrize("loss", ["dpo", "kto"])
 def test_two_processes_match_one_process(tmp_path, tiny_model_dir, loss):
     """torchrun with 2 gloo processes x batch 2 equals 1 process x batch 4 (same global batch); for KTO

@@ -261,18 +261,21 @@ def _rope_types(text) -> set[str]:
     return {group.get("rope_type", "default") for group in groups}
 
 
-def sequence_logprobs(model, rows: ScoredRows, chunk_size: int | None = None) -> CompletionLogps:
+def sequence_logprobs(model, rows: ScoredRows, chunk_size: int | None = None,
+                      past_key_values=None) -> CompletionLogps:
     """Summed log-prob of each sequence's scored tokens (see `ScoredRows`).
 
     The model is called through its own forward (so DDP/DeepSpeed/PEFT hooks run); the decoder's
-    last hidden state feeds the chunked head.
+    last hidden state feeds the chunked head. `past_key_values`: the KV cache of a prefix that every
+    row continues (one copy per row; positions run on from it), e.g. a prompt shared by N responses.
     """
+    cache = {} if past_key_values is None else {"past_key_values": past_key_values, "use_cache": True}
     head = output_head(model)
     if head is None:
-        return naive_sequence_logprobs(model, rows)
+        return naive_sequence_logprobs(model, rows, **cache)
     weight, bias, softcap = head
     hidden = last_hidden_state(model, input_ids=rows.input_ids, position_ids=rows.position_ids,
-                               attention_mask=_attention_for(model, rows.attention_mask))
+                               attention_mask=_attention_for(model, rows.attention_mask), **cache)
     per_token = token_logprobs(hidden.flatten(0, 1)[rows.sources], weight, bias, rows.targets, chunk_size, softcap)
     sums = torch.zeros(rows.num_sequences, dtype=per_token.dtype, device=per_token.device)
     return CompletionLogps(sum=sums.index_add(0, rows.sequences, per_token), tokens=rows.token_counts())
@@ -297,10 +300,10 @@ def last_hidden_state(model, **inputs) -> Tensor:
     return captured[0]
 
 
-def naive_sequence_logprobs(model, rows: ScoredRows) -> CompletionLogps:
+def naive_sequence_logprobs(model, rows: ScoredRows, **cache) -> CompletionLogps:
     """Full logits, then log-softmax at the scored positions: for heads the chunked path cannot read."""
     logits = model(input_ids=rows.input_ids, attention_mask=_attention_for(model, rows.attention_mask),
-                   position_ids=rows.position_ids, use_cache=False).logits
+                   position_ids=rows.position_ids, **{"use_cache": False, **cache}).logits
     picked = logits.flatten(0, 1)[rows.sources].to(_accumulation_dtype(logits))
     per_token = torch.log_softmax(picked, dim=-1).gather(1, rows.targets[:, None]).squeeze(1)
     sums = torch.zeros(rows.num_sequences, dtype=per_token.dtype, device=per_token.device)

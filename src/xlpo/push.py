@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2  # huggingface_hub's HTTP client: its errors are those of a refused or failed request
-import yaml
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
@@ -19,6 +18,7 @@ from huggingface_hub.utils import validate_repo_id
 from xlpo.errors import UserError
 from xlpo.fileio import read_json
 from xlpo.model_card import is_xlpo_card, write_card
+from xlpo.train.run import TrainRun
 
 
 @dataclass
@@ -32,7 +32,8 @@ class Pushed:
 def saved_folder(run_dir: str | Path) -> Path:
     """The adapter/ or model/ of a training run, or `run_dir` itself when it is such a folder."""
     run_dir = Path(run_dir)
-    for folder in (run_dir / "adapter", run_dir / "model", run_dir):
+    run = TrainRun(run_dir)
+    for folder in (run.adapter, run.model, run_dir):
         if (folder / "adapter_config.json").is_file() or (folder / "config.json").is_file():
             if any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")):
                 return folder
@@ -42,12 +43,11 @@ def saved_folder(run_dir: str | Path) -> Path:
 
 def ensure_card(folder: Path) -> bool:
     """Write the card of a folder saved before xlpo wrote cards, from its run's files; True if written."""
-    run = folder.parent
-    if is_xlpo_card(folder) or not ((run / "config.yaml").is_file() and (run / "train_summary.json").is_file()):
+    run = TrainRun(folder.parent)
+    if is_xlpo_card(folder) or not (run.config_file.is_file() and run.summary_file.is_file()):
         return False
-    config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
-    versions = read_json(run / "versions.json") if (run / "versions.json").is_file() else {}
-    write_card(folder, config, read_json(run / "train_summary.json"), versions)
+    versions = read_json(run.versions_file) if run.versions_file.is_file() else {}
+    write_card(folder, run.saved_config(), run.summary(), versions)
     return True
 
 

@@ -6,12 +6,13 @@ The candidate and the judge are each a local model (+ adapter) or any OpenAI-com
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from xlpo.cli import app, user_errors
+from xlpo.cli.command import app, option_group, quiet_libraries, user_errors
 
 bench_app = typer.Typer(help="Benchmarks: multilingual MT-Bench, M-IFEval, XL-Sum, judged win rates, X-AlpacaEval.",
                         no_args_is_help=True)
@@ -57,22 +58,50 @@ JudgeAdapter = Annotated[Optional[Path], typer.Option(
 JudgeBatch = Annotated[int, typer.Option("--judge-batch-size", min=1, help="Prompts per forward pass (local judge).")]
 
 
-def candidate_backend(model: str, adapter: Path | None, endpoint: str | None, endpoint_model: str | None,
-                      endpoint_key_env: str | None, batch_size: int, backend: str = "auto",
-                      max_model_len: int | None = None, gpu_memory_utilization: float = 0.9, role: str = "candidate"):
-    from xlpo.clients.backends import candidate_backend as build  # loads torch: only for commands that generate
-    from xlpo.generation import VLLMSettings
+@dataclass(frozen=True)
+class Candidate:
+    """The model that answers: a local model (+ adapter) or an endpoint; how a local one generates."""
 
-    return build(model, adapter, endpoint, endpoint_model, endpoint_key_env, batch_size, role, backend,
-                 VLLMSettings(max_model_len, gpu_memory_utilization))
+    model: Model = "embedded"
+    adapter: Adapter = None
+    endpoint: Endpoint = None
+    endpoint_model: EndpointModel = None
+    endpoint_key_env: EndpointKey = None
+    batch_size: BatchSize = 8
+    backend: Backend = "auto"
+    max_model_len: MaxModelLen = None
+    gpu_memory_utilization: GpuMemory = 0.9
+
+    def build(self, role: str = "candidate", **instead):
+        """Its chat backend; `instead` replaces fields (xalpacaeval's baseline: another model, same settings)."""
+        from xlpo.clients.backends import candidate_backend  # loads torch: only for commands that generate
+        from xlpo.generation import VLLMSettings
+
+        c = replace(self, **instead)
+        return candidate_backend(c.model, c.adapter, c.endpoint, c.endpoint_model, c.endpoint_key_env, c.batch_size,
+                                 role, c.backend, VLLMSettings(c.max_model_len, c.gpu_memory_utilization))
 
 
-def judge_backend(url: str | None, model: str | None, key_env: str | None, concurrency: int,
-                  rpm: float | None, cache: Path | None, no_cache: bool, adapter: Path | None = None,
-                  batch_size: int = 8):
-    from xlpo.clients.backends import judge_backend as build  # loads torch: only for commands that judge
+@dataclass(frozen=True)
+class Judge:
+    """The judge: an endpoint, or a local model (+ adapter); its rate, concurrency and response cache."""
 
-    return build(url, model, key_env, concurrency, rpm, cache, no_cache, adapter, batch_size)
+    judge_url: JudgeUrl = None
+    judge_model: JudgeModel = None
+    judge_key_env: JudgeKey = None
+    judge_concurrency: JudgeConcurrency = 4
+    judge_rpm: JudgeRpm = None
+    judge_cache: JudgeCache = None
+    no_judge_cache: NoJudgeCache = False
+    judge_adapter: JudgeAdapter = None
+    judge_batch_size: JudgeBatch = 8
+
+    def build(self):
+        from xlpo.clients.backends import judge_backend  # loads torch: only for commands that judge
+
+        return judge_backend(self.judge_url, self.judge_model, self.judge_key_env, self.judge_concurrency,
+                             self.judge_rpm, self.judge_cache, self.no_judge_cache, self.judge_adapter,
+                             self.judge_batch_size)
 
 
 def split_languages(value: str | None, default: list[str]) -> list[str]:
@@ -91,16 +120,14 @@ def print_results(table_fn, results: dict, out: Path) -> None:
 
 @bench_app.command()
 @user_errors
+@option_group("candidate", Candidate)
+@option_group("judge", Judge)
 def mtbench(
     data: Annotated[Path, typer.Option("--data", help="Multilingual MT-Bench folder (FastChat llm_judge layout: "
                                        "judge_prompts.jsonl, <lang>_mt_bench/question.jsonl, reference_answer/).")],
     out: Out,
-    model: Model = "embedded", adapter: Adapter = None, endpoint: Endpoint = None, endpoint_model: EndpointModel = None,
-    endpoint_key_env: EndpointKey = None, batch_size: BatchSize = 8,
-    backend: Backend = "auto", max_model_len: MaxModelLen = None, gpu_memory_utilization: GpuMemory = 0.9,
-    judge_url: JudgeUrl = None, judge_model: JudgeModel = None, judge_key_env: JudgeKey = None,
-    judge_concurrency: JudgeConcurrency = 4, judge_rpm: JudgeRpm = None, judge_cache: JudgeCache = None,
-    no_judge_cache: NoJudgeCache = False, judge_adapter: JudgeAdapter = None, judge_batch_size: JudgeBatch = 8,
+    candidate: Candidate = Candidate(),
+    judge: Judge = Judge(),
     languages: Languages = None, limit: Limit = None, seed: Seed = 0,
     temperature: Annotated[float, typer.Option("--temperature", min=0, help="Candidate sampling temperature (CAPO paper: 0.7).")] = 0.7,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Candidate tokens per turn (paper: 1024).")] = 1024,
@@ -110,15 +137,9 @@ def mtbench(
 ) -> None:
     """Two-turn multilingual MT-Bench, graded 1-10 per turn by the judge (CAPO paper, Table 3)."""
     from xlpo.bench import mtbench as bench
-    from xlpo.cli import quiet_libraries
 
     quiet_libraries()
-    candidate = candidate_backend(model, adapter, endpoint, endpoint_model, endpoint_key_env, batch_size,
-                                  backend, max_model_len, gpu_memory_utilization)
-    judge = None if generate_only else judge_backend(judge_url, judge_model, judge_key_env, judge_concurrency,
-                                                      judge_rpm, judge_cache, no_judge_cache, judge_adapter,
-                                                      judge_batch_size)
-    results = bench.run_mtbench(data, out, candidate, judge, languages=split_languages(languages, bench.DEFAULT_LANGUAGES),
+    results = bench.run_mtbench(data, out, candidate.build(), None if generate_only else judge.build(), languages=split_languages(languages, bench.DEFAULT_LANGUAGES),
                                 limit=limit, temperature=temperature, max_tokens=max_tokens, seed=seed,
                                 reference_judge=reference_judge, judge_max_tokens=judge_max_tokens, echo=lambda line: typer.echo(line, err=True))
     print_results(bench.table, results, out)
@@ -126,13 +147,12 @@ def mtbench(
 
 @bench_app.command()
 @user_errors
+@option_group("candidate", Candidate)
 def xlsum(
     source: Annotated[str, typer.Option("--source", help="Folder of <language>_test.jsonl files (id, text, summary), "
                                         "or the Hub id csebuetnlp/xlsum.")],
     out: Out,
-    model: Model = "embedded", adapter: Adapter = None, endpoint: Endpoint = None, endpoint_model: EndpointModel = None,
-    endpoint_key_env: EndpointKey = None, batch_size: BatchSize = 8,
-    backend: Backend = "auto", max_model_len: MaxModelLen = None, gpu_memory_utilization: GpuMemory = 0.9,
+    candidate: Candidate = Candidate(),
     languages: Languages = None,
     n: Annotated[Optional[int], typer.Option("--n", min=1, help="Articles sampled per language (paper: 50; default all).")] = 50,
     seed: Seed = 0,
@@ -145,12 +165,9 @@ def xlsum(
     """One-sentence summaries of XL-Sum articles and their ROUGE-L per language (CAPO paper, Figure 12).
     Compare two runs with `xlpo bench winrate`."""
     from xlpo.bench import xlsum as bench
-    from xlpo.cli import quiet_libraries
 
     quiet_libraries()
-    candidate = candidate_backend(model, adapter, endpoint, endpoint_model, endpoint_key_env, batch_size,
-                                  backend, max_model_len, gpu_memory_utilization)
-    results = bench.run_xlsum(source, split_languages(languages, bench.PAPER_LANGUAGES), n, out, candidate,
+    results = bench.run_xlsum(source, split_languages(languages, bench.PAPER_LANGUAGES), n, out, candidate.build(),
                               seed=seed, temperature=temperature, max_tokens=max_tokens,
                               max_text_chars=max_text_chars or None, split=split,
                               echo=lambda line: typer.echo(line, err=True))
@@ -159,13 +176,12 @@ def xlsum(
 
 @bench_app.command()
 @user_errors
+@option_group("judge", Judge)
 def winrate(
     run_a: Annotated[Path, typer.Argument(help="The system to rate: an `xlpo bench xlsum` folder (or its summaries.jsonl).")],
     run_b: Annotated[Path, typer.Argument(help="The system it is compared with, same items.")],
     out: Out,
-    judge_url: JudgeUrl = None, judge_model: JudgeModel = None, judge_key_env: JudgeKey = None,
-    judge_concurrency: JudgeConcurrency = 4, judge_rpm: JudgeRpm = None, judge_cache: JudgeCache = None,
-    no_judge_cache: NoJudgeCache = False, judge_adapter: JudgeAdapter = None, judge_batch_size: JudgeBatch = 8,
+    judge: Judge = Judge(),
     name_a: Annotated[Optional[str], typer.Option("--name-a", help="Name of system A (default: its folder name).")] = None,
     name_b: Annotated[Optional[str], typer.Option("--name-b", help="Name of system B (default: its folder name).")] = None,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Judge each item this many times with a new "
@@ -179,9 +195,7 @@ def winrate(
     def summaries(path: Path) -> Path:
         return path / "summaries.jsonl" if path.is_dir() else path
 
-    judge = judge_backend(judge_url, judge_model, judge_key_env, judge_concurrency, judge_rpm, judge_cache,
-                          no_judge_cache, judge_adapter, judge_batch_size)
-    results = bench.run_xlsum_winrate(summaries(run_a), summaries(run_b), out, judge, name_a=name_a, name_b=name_b,
+    results = bench.run_xlsum_winrate(summaries(run_a), summaries(run_b), out, judge.build(), name_a=name_a, name_b=name_b,
                                       repeats=repeats, seed=seed, max_tokens=judge_max_tokens,
                                       echo=lambda line: typer.echo(line, err=True))
     print_results(bench.table, results, out)
@@ -189,25 +203,21 @@ def winrate(
 
 @bench_app.command()
 @user_errors
+@option_group("candidate", Candidate)
 def mifeval(
     data: Annotated[Path, typer.Option("--data", help="Folder with {en,es,fr,ja}_input_data.jsonl "
                                        "(lightblue-tech/M-IFEval's data/).")],
     out: Out,
-    model: Model = "embedded", adapter: Adapter = None, endpoint: Endpoint = None, endpoint_model: EndpointModel = None,
-    endpoint_key_env: EndpointKey = None, batch_size: BatchSize = 8,
-    backend: Backend = "auto", max_model_len: MaxModelLen = None, gpu_memory_utilization: GpuMemory = 0.9,
+    candidate: Candidate = Candidate(),
     languages: Languages = None, limit: Limit = None, seed: Seed = 0,
     temperature: Annotated[float, typer.Option("--temperature", min=0, help="Sampling temperature (0 = greedy).")] = 0.0,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Response tokens (paper: 1024).")] = 1024,
 ) -> None:
     """M-IFEval: strict and loose instruction-following accuracy per language, checked by rules (no judge)."""
     from xlpo.bench import mifeval as bench
-    from xlpo.cli import quiet_libraries
 
     quiet_libraries()
-    candidate = candidate_backend(model, adapter, endpoint, endpoint_model, endpoint_key_env, batch_size,
-                                  backend, max_model_len, gpu_memory_utilization)
-    results = bench.run_mifeval(data_dir=data, out_dir=out, candidate=candidate,
+    results = bench.run_mifeval(data_dir=data, out_dir=out, candidate=candidate.build(),
                                 languages=split_languages(languages, bench.LANGUAGES), limit=limit,
                                 temperature=temperature, max_tokens=max_tokens, seed=seed,
                                 echo=lambda line: typer.echo(line, err=True))
@@ -216,13 +226,13 @@ def mifeval(
 
 @bench_app.command()
 @user_errors
+@option_group("candidate", Candidate)
+@option_group("judge", Judge)
 def xalpacaeval(
     data: Annotated[Path, typer.Option("--data", help="X-AlpacaEval folder with <lang>.json files "
                                        "(e.g. ../shared/data/icr/x-alpacaeval/data).")],
     out: Out,
-    model: Model = "embedded", adapter: Adapter = None, endpoint: Endpoint = None, endpoint_model: EndpointModel = None,
-    endpoint_key_env: EndpointKey = None, batch_size: BatchSize = 8,
-    backend: Backend = "auto", max_model_len: MaxModelLen = None, gpu_memory_utilization: GpuMemory = 0.9,
+    candidate: Candidate = Candidate(),
     baseline: Annotated[Optional[Path], typer.Option(
         "--baseline", help="Baseline answers: another xalpacaeval output folder, or a folder of <lang>.json / "
                            "<lang>.jsonl / <lang>/model_outputs.json in AlpacaEval's outputs format.")] = None,
@@ -234,9 +244,7 @@ def xalpacaeval(
     baseline_endpoint_model: Annotated[Optional[str], typer.Option("--baseline-endpoint-model", help="Model name at --baseline-endpoint.")] = None,
     baseline_endpoint_key_env: Annotated[Optional[str], typer.Option(
         "--baseline-endpoint-key-env", help="Environment variable holding --baseline-endpoint's API key.")] = None,
-    judge_url: JudgeUrl = None, judge_model: JudgeModel = None, judge_key_env: JudgeKey = None,
-    judge_concurrency: JudgeConcurrency = 4, judge_rpm: JudgeRpm = None, judge_cache: JudgeCache = None,
-    no_judge_cache: NoJudgeCache = False, judge_adapter: JudgeAdapter = None, judge_batch_size: JudgeBatch = 8,
+    judge: Judge = Judge(),
     judge_max_tokens: Annotated[int, typer.Option("--judge-max-tokens", min=1, help="Judge reply tokens (AlpacaEval: 1).")] = 1,
     judge_logprobs: Annotated[bool, typer.Option(
         "--judge-logprobs/--no-judge-logprobs", help="Ask for the first token's top-5 log-probs (AlpacaEval 2.0's weighted "
@@ -256,20 +264,15 @@ def xalpacaeval(
 ) -> None:
     """X-AlpacaEval (ICR paper, Table 2): win rate and length-controlled win rate against a baseline, per language."""
     from xlpo.bench import xalpacaeval as bench
-    from xlpo.cli import quiet_libraries
 
     quiet_libraries()
-    candidate = candidate_backend(model, adapter, endpoint, endpoint_model, endpoint_key_env, batch_size,
-                                  backend, max_model_len, gpu_memory_utilization)
     second = None
     if baseline_model or baseline_endpoint:
-        second = candidate_backend(baseline_model or "embedded", baseline_adapter, baseline_endpoint,
-                                   baseline_endpoint_model, baseline_endpoint_key_env, batch_size, backend,
-                                   max_model_len, gpu_memory_utilization, role="baseline")
-    judge = None if generate_only else judge_backend(judge_url, judge_model, judge_key_env, judge_concurrency,
-                                                      judge_rpm, judge_cache, no_judge_cache, judge_adapter,
-                                                      judge_batch_size)
-    results = bench.run_xalpacaeval(data, out, candidate, baseline_dir=baseline, baseline=second, judge=judge,
+        second = candidate.build("baseline", model=baseline_model or "embedded", adapter=baseline_adapter,
+                                 endpoint=baseline_endpoint, endpoint_model=baseline_endpoint_model,
+                                 endpoint_key_env=baseline_endpoint_key_env)
+    results = bench.run_xalpacaeval(data, out, candidate.build(), baseline_dir=baseline, baseline=second,
+                                    judge=None if generate_only else judge.build(),
                                     languages=split_languages(languages, bench.PAPER_LANGUAGES), limit=limit,
                                     temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
                                     orders=orders, judge_max_tokens=judge_max_tokens, judge_logprobs=judge_logprobs,

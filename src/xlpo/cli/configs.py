@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from xlpo.cli import app, user_errors
+from xlpo.cli.command import app, user_errors
 from xlpo.config import first_comment, shipped_config, shipped_configs
 
 configs_app = typer.Typer(help="Configs shipped with xlpo; every command that takes a config also takes their names.",

@@ -10,7 +10,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from xlpo.cli import app, user_errors
+from xlpo.cli.command import app, user_errors
 
 data_app = typer.Typer(help="Build preference data sets (MTPE for CAPO) and print their statistics.",
                        no_args_is_help=True)

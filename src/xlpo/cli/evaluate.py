@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from xlpo.cli import app
+from xlpo.cli.command import app
 
 eval_app = typer.Typer(help="Evaluate models on preference data, per language.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
@@ -30,7 +30,7 @@ def rewards(
     from rich.console import Console
     from rich.table import Table
 
-    from xlpo.cli import quiet_libraries
+    from xlpo.cli.command import quiet_libraries
     from xlpo.eval.rewards import ScoringRequest, score_run
     from xlpo.fileio import read_json
 

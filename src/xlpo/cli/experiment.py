@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-import yaml
 from rich.console import Console
 
-from xlpo.cli import app, config_and_overrides, config_command, quiet_libraries
+from xlpo.cli.command import DryRun, Overrides, app, config_command, config_to_run
 from xlpo.config import options_help
 from xlpo.experiments.capo_mtpe_config import ExperimentConfig, load_experiment
 
@@ -21,19 +20,16 @@ def capo_mtpe(
     config: Annotated[str | None, typer.Argument(
         help="Experiment YAML: a file, or a shipped config's name such as capo-mtpe-cpu (`xlpo configs`); "
              "omit to use only the defaults below and overrides.")] = None,
-    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. data.per_split=20 train.training.learning_rate=1e-4")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate the config and print it; run nothing.")] = False,
+    overrides: Overrides = None,
+    dry_run: DryRun = False,
 ) -> None:
     """MTPE pairs -> DPO, SimPO, DPO+NLL, CAPO (+ inverse RRM, alpha sweep) -> per-language scores -> report."""
-    config, items = config_and_overrides(config, overrides)
-    cfg = load_experiment(config, items)
-    if dry_run:
-        typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
+    cfg = config_to_run(load_experiment, config, overrides, dry_run)
+    if cfg is None:
         return
     # Imported only to run: the experiment's stages bring in the trainer, hence torch (seconds).
     from xlpo.experiments.capo_mtpe import run_experiment
 
-    quiet_libraries()
     console = Console(soft_wrap=True)  # log lines stay whole in files and CI logs
     report = run_experiment(cfg, log=lambda msg: console.print(f"[bold]xlpo[/bold] {msg}", highlight=False))
     console.print(f"report: {report / 'report.html'}")

@@ -10,9 +10,8 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from xlpo.cli import app, config_and_overrides, config_command, quiet_libraries, user_errors
-from xlpo.cli.bench import (JudgeAdapter, JudgeBatch, JudgeCache, JudgeConcurrency, JudgeKey, JudgeModel, JudgeRpm,
-                            JudgeUrl, NoJudgeCache, judge_backend)
+from xlpo.cli.bench import Judge
+from xlpo.cli.command import DryRun, Overrides, app, config_command, config_to_run, option_group, user_errors
 from xlpo.config import options_help
 
 icr_app = typer.Typer(help="Implicit Cross-Lingual Rewarding: sample -> reward -> pairs -> train, iterated.",
@@ -55,22 +54,19 @@ def _table(stats: dict[int, dict], kind: str) -> None:
 def run(
     config: Annotated[str | None, typer.Argument(
         help="YAML config: a file, or a shipped config's name such as icr-cpu-smollm2 (`xlpo configs`).")] = None,
-    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. iterations=1 sampling.n=4")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate the config and print it; run nothing.")] = False,
+    overrides: Overrides = None,
+    dry_run: DryRun = False,
 ) -> None:
     """Run the ICR loop; a run directory that already holds finished stages is resumed, not redone."""
     # Imported when run: the ICR config brings in numpy (icr.reward), not needed by other commands.
     from xlpo.icr.config import load_icr_config
 
-    config, items = config_and_overrides(config, overrides)
-    cfg = load_icr_config(config, items)
-    if dry_run:
-        typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
+    cfg = config_to_run(load_icr_config, config, overrides, dry_run)
+    if cfg is None:
         return
     # Imported only to run: the pipeline brings in torch and transformers (seconds).
     from xlpo.icr.pipeline import run_icr
 
-    quiet_libraries()
     result = run_icr(cfg, log=typer.echo)
     _table(result.stats, cfg.reward.select)
     typer.echo(f"run directory: {result.run_dir}")
@@ -103,11 +99,10 @@ def _table1(stats: dict[int, dict], kinds: list[str], run_dir: Path) -> None:
 
 @icr_app.command()
 @user_errors
+@option_group("judge", Judge)
 def stats(
     run_dir: Annotated[Path, typer.Argument(help="An ICR run directory (holds config.yaml and iter-<t>/).")],
-    judge_url: JudgeUrl = None, judge_model: JudgeModel = None, judge_key_env: JudgeKey = None,
-    judge_concurrency: JudgeConcurrency = 4, judge_rpm: JudgeRpm = None, judge_cache: JudgeCache = None,
-    no_judge_cache: NoJudgeCache = False, judge_adapter: JudgeAdapter = None, judge_batch_size: JudgeBatch = 8,
+    judge: Judge = Judge(),
     judge_max_tokens: Annotated[int, typer.Option("--judge-max-tokens", min=1, help="Judge reply tokens.")] = 256,
 ) -> None:
     """Recompute and print the statistics of every finished iteration; with --judge-model, first ask the
@@ -121,14 +116,13 @@ def stats(
 
     result = recompute_stats(run_dir, log=typer.echo)  # checks the run; writes each iteration's judge/requests.jsonl
     config = ICRConfig.model_validate(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")))
-    if judge_model or judge_url:
+    if judge.judge_model or judge.judge_url:
         if config.stats.judge_labels:
             raise UserError(f"{run_dir / 'config.yaml'}: stats.judge_labels names a labels file of your own; a judge "
                             "writes iter-<t>/judge/labels.jsonl instead: remove that setting, or leave out --judge-*")
-        judge = judge_backend(judge_url, judge_model, judge_key_env, judge_concurrency, judge_rpm, judge_cache,
-                              no_judge_cache, judge_adapter, judge_batch_size)
+        backend = judge.build()
         for t in sorted(result):
-            counts = judge_folder(IterationDir(run_dir, t).judge, judge, max_tokens=judge_max_tokens,
+            counts = judge_folder(IterationDir(run_dir, t).judge, backend, max_tokens=judge_max_tokens,
                                   seed=config.stats.seed, echo=lambda line: typer.echo(line, err=True))
             typer.echo(f"iteration {t}: judged {counts['judged']}, unparseable {counts['unparseable']}, "
                        f"failed {counts['failed']}")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from xlpo.cli import app, user_errors
+from xlpo.cli.command import app, user_errors
 
 
 @app.command()

@@ -5,33 +5,30 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-import yaml
 
-from xlpo.cli import app, config_and_overrides, config_command, quiet_libraries
+from xlpo.cli.command import DryRun, Overrides, app, config_command, config_to_run
 from xlpo.train.config import load_config, options_help
+from xlpo.train.run import TrainRun
 
 
 @app.command(cls=config_command(options_help), context_settings={"max_content_width": 140})
 def train(
     config: Annotated[str | None, typer.Argument(
         help="YAML config: a file, or a shipped config's name (`xlpo configs`); omit to use only defaults and overrides.")] = None,
-    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. loss.name=dpo loss.beta=0.1")] = None,
+    overrides: Overrides = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in training.output_dir.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate the config and print it; train nothing.")] = False,
+    dry_run: DryRun = False,
 ) -> None:
     """Train a model on preference pairs with any registered loss (LoRA or full fine-tuning)."""
-    config, items = config_and_overrides(config, overrides)
-    cfg = load_config(config, items)
-    if dry_run:
-        typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    cfg = config_to_run(load_config, config, overrides, dry_run)
+    if cfg is None:
         return
     # Imported only to train: the trainer brings in torch and transformers (seconds).
     from xlpo.train.trainer import train as run_training
 
-    quiet_libraries()
     result = run_training(cfg, resume=resume)
     if result.summary.get("saved"):
         final = result.final_metrics
         typer.echo(f"trained {result.steps} steps: loss {final.get('loss', float('nan')):.4f}, "
                    f"reward accuracy {final.get('rewards/accuracies', float('nan')):.3f}")
-        typer.echo(f"saved {result.summary['saved']} (metrics: {result.output_dir / 'metrics.jsonl'})")
+        typer.echo(f"saved {result.summary['saved']} (metrics: {TrainRun(result.output_dir).metrics_file})")

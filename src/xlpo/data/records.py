@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
+import pyarrow.parquet as pq
+
 from xlpo.errors import UserError
 from xlpo.fileio import iter_jsonl
 
@@ -130,8 +132,6 @@ def load_preferences(source: str | Path, columns: Mapping[str, str] | None = Non
         if suffix in (".jsonl", ".json"):
             records = _read_json_lines(path, columns)
         elif suffix == ".parquet":
-            import pyarrow.parquet as pq  # only for Parquet input
-
             try:
                 rows = pq.read_table(path).to_pylist()
             except Exception as exc:  # pyarrow raises several types for a bad file

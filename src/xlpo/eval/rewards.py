@@ -11,17 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from xlpo.data.records import PreferenceRecord, load_preferences
 from xlpo.data.tokenize import PairTokenizer, fingerprint
 from xlpo.errors import UserError
 from xlpo.eval.analysis.accuracy import accuracy_table
-from xlpo.eval.pair_logps import score_pairs
 from xlpo.fileio import read_json, read_jsonl, write_json, write_jsonl
 from xlpo.model_card import record_evaluation
 from xlpo.models import adapter_hash, load_policy, load_tokenizer, reference_mode
+from xlpo.pair_logps import score_pairs
 from xlpo.progress import Progress
+from xlpo.train.run import TrainRun
 from xlpo.versions import library_versions
 
 
@@ -50,17 +49,6 @@ def _text_chars(value) -> int:
     return len(value) if isinstance(value, str) else sum(len(m["content"]) for m in value)
 
 
-def _train_run_of(adapter: str | None) -> Path | None:
-    """The training run directory an adapter came from (its parent holds config.yaml), if any.
-
-    Written as the adapter was given (relative stays relative), so a report names it as it names the adapter."""
-    if not adapter:
-        return None
-    given = Path(adapter)  # pathlib already drops a trailing slash and "." parts
-    run = given.parent if given.name not in ("", "..") else given.resolve().parent
-    return run if (run / "config.yaml").is_file() and (run / "metrics.jsonl").is_file() else None
-
-
 def _reusable_reference(req: ScoringRequest, data_fingerprint: str) -> list[dict] | None:
     """The base model's own scores on the same tokenized data are exactly the reference scores."""
     if not req.reference_scores:
@@ -82,10 +70,11 @@ def score_run(req: ScoringRequest, log=None) -> Path:
     if not pairs:
         raise UserError(f"{req.data}: no pair fits max_length {req.max_length}")
     by_id: dict[str, PreferenceRecord] = {r.id: r for r in records}
-    train_dir = _train_run_of(req.adapter)
+    trained = TrainRun.of_saved(req.adapter) if req.adapter else None
+    train_dir = trained.dir if trained is not None else None
     loss_params, method = None, req.method
-    if train_dir is not None:
-        loss = yaml.safe_load((train_dir / "config.yaml").read_text())["loss"]
+    if trained is not None:
+        loss = trained.saved_config()["loss"]
         method = method or loss["name"]
         loss_params = {k: v for k, v in loss.items() if k != "name"}
     use_reference = bool(req.adapter) and req.reference

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from xlpo.data.mtpe.build import make_mtpe
 from xlpo.errors import UserError
@@ -27,7 +26,7 @@ from xlpo.experiments.capo_mtpe_report import write_experiment_report
 from xlpo.experiments.lr_search import DEFINITIONS, choose_lr, macro, next_rate, validation_entry
 from xlpo.experiments.runner import Workers, run_jobs
 from xlpo.fileio import read_json, write_json
-from xlpo.train.config import TrainConfig, config_from_dict
+from xlpo.train.run import TrainRun
 from xlpo.train.trainer import train
 
 
@@ -50,30 +49,15 @@ def _data_stage(config: ExperimentConfig, out: Path, log) -> Path:
     return data_dir
 
 
-def _train_stage(config: ExperimentConfig, run: RunPlan, out: Path, log) -> Path:
+def _train_stage(config: ExperimentConfig, run: RunPlan, out: Path, log) -> TrainRun:
     cfg = run_train_config(config, run, out)
-    run_dir = Path(cfg.training.output_dir)
-    if _finished_with(run_dir, cfg):
-        log(f"train {run.dir_name}: reusing {run_dir}")
-        return run_dir
+    trained = TrainRun(cfg.training.output_dir)
+    if trained.finished_with(cfg):
+        log(f"train {run.dir_name}: reusing {trained.dir}")
+        return trained
     log(f"train {run.dir_name}: loss {cfg.loss.name} {cfg.loss.params()}, lr {run.lr:g}, seed {run.seed}")
-    train(cfg, resume=(run_dir / "checkpoints").is_dir())
-    return run_dir
-
-
-def _finished_with(run_dir: Path, cfg: TrainConfig) -> bool:
-    """Whether `run_dir` holds a finished training run of `cfg`. Its saved config is read with today's schema,
-    so a setting that a newer xlpo added (at its default) does not make finished runs train again."""
-    saved = run_dir / "config.yaml"
-    finished = (run_dir / "train_summary.json").is_file() and ((run_dir / "adapter").is_dir()
-                                                               or (run_dir / "model").is_dir())
-    if not (finished and saved.is_file()):
-        return False
-    try:
-        then = config_from_dict(yaml.safe_load(saved.read_text()) or {})
-    except (UserError, yaml.YAMLError):  # a setting since removed, or a damaged file: train again
-        return False
-    return then.model_dump(mode="json") == cfg.model_dump(mode="json")
+    train(cfg, resume=trained.resumable)
+    return trained
 
 
 @dataclass
@@ -91,8 +75,8 @@ class Scorer:
                                                         group="base", **self.settings), self.log)
         return self.base_scores
 
-    def adapter(self, run: RunPlan, train_dir: Path, name: str) -> Path:
-        adapter = train_dir / "adapter"
+    def adapter(self, run: RunPlan, trained: TrainRun, name: str) -> Path:
+        adapter = trained.adapter
         if not adapter.is_dir():
             raise UserError(f"method {run.method.name}: experiments compare LoRA adapters; set train.lora.enabled=true")
         return score_run(ScoringRequest(out_dir=str(self.out_dir / name), adapter=str(adapter), name=name,

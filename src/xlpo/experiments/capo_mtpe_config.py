@@ -5,17 +5,16 @@ Kept apart from the stages (capo_mtpe.py) so that reading a config, and its erro
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from xlpo.config import Nested, Section, load_raw, validate
+from xlpo.config import Section, load_raw, validate
 from xlpo.data.mtpe.common import SPLITS, split_sizes
 from xlpo.errors import UserError
-from xlpo.train.config import TrainConfig, TrainingSection, config_from_dict
+from xlpo.train.config import TrainConfig, TrainingSection, derive_train_config, partial_train_section
 
 
 class DataPlan(Section):
@@ -102,10 +101,13 @@ def _default_train() -> dict[str, Any]:
                          "warmup_ratio": 0.1, "seed": 42, "save_steps": 5, "progress": False}}
 
 
+SharedTrain = partial_train_section(_default_train)
+
+
 class ExperimentConfig(Section):
     out_dir: str = Field("runs/capo-mtpe", description="Run directory; finished stages found here are reused.")
     data: DataPlan = Field(default_factory=DataPlan)
-    train: Annotated[dict[str, Any], Nested(TrainConfig)] = Field(default_factory=_default_train, description="Training config shared by all methods (model, lora, data formatting, training).")
+    train: SharedTrain = Field(default_factory=_default_train, description="Training config shared by all methods (model, lora, data formatting, training); given in part, it completes the defaults (docs/training.md: partial training sections).")
     methods: list[Method] = Field(default_factory=_default_methods)
     capo_inverse: bool = Field(True, description="Also train CAPO with the inverse RRM orientation (b/a).")
     alpha_sweep: list[float] = Field(default_factory=list, description="Extra CAPO runs with these alphas.")
@@ -199,9 +201,6 @@ def load_experiment(path: str | Path | None, overrides: list[str] = ()) -> Exper
 
 def run_train_config(config: ExperimentConfig, run: RunPlan, out: Path) -> TrainConfig:
     """The training config of one run: the shared `train` section with the run's loss, seed, lr and directory."""
-    raw = copy.deepcopy(config.train)
-    raw["loss"] = dict(run.method.loss)
-    raw.setdefault("data", {})["train"] = str(out / "data" / "train.jsonl")
-    training = raw.setdefault("training", {})
-    training.update(output_dir=str(out / "train" / run.dir_name), seed=run.seed, learning_rate=run.lr)
-    return config_from_dict(raw, prefix=f"train (method {run.method.name}): ")
+    own = {"loss": run.method.loss, "data": {"train": str(out / "data" / "train.jsonl")},
+           "training": {"output_dir": str(out / "train" / run.dir_name), "seed": run.seed, "learning_rate": run.lr}}
+    return derive_train_config(config.train, own, prefix=f"train (method {run.method.name}): ")

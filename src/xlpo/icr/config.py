@@ -1,24 +1,40 @@
 """The ICR run configuration (`xlpo icr run`): its schema and the checks across its sections.
 
 The `train` section is an ordinary training config (`xlpo train`) without `model` and `data.train`,
-which each iteration fills in. Reading, overrides and one-line errors are xlpo.config's.
+which each iteration fills in; given in part, it completes the defaults by the one merge rule of
+`xlpo.train.config.merge_train_sections`. Reading, overrides and one-line errors are xlpo.config's.
 """
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from xlpo.config import Nested, Section, load_raw, validate as validate_schema
+from xlpo.config import Section, load_raw, validate as validate_schema
 from xlpo.errors import UserError
 from xlpo.icr.prompts import language_name
 from xlpo.icr.reward import REWARD_KINDS
-from xlpo.train.config import TrainConfig, config_from_dict
+from xlpo.model_spec import ModelSpec
+from xlpo.train.config import TrainConfig, derive_train_config, partial_train_section
 
 RewardKind = Literal["crosslingual", "multilingual", "translate"]
+
+
+def _default_train() -> dict[str, Any]:
+    # The paper's recipe (DPO+NLL, beta 0.1, lr 5e-7, batch 16, one epoch, cosine, 3% warm-up), with LoRA.
+    return {"loss": {"name": "dpo_nll", "beta": 0.1},
+            "training": {"epochs": 1, "batch_size": 16, "learning_rate": 5e-7, "lr_scheduler": "cosine",
+                         "warmup_ratio": 0.03}}
+
+
+def _default_init_train() -> dict[str, Any]:
+    return {"loss": {"name": "dpo", "beta": 0.1}}
+
+
+IterationTrain = partial_train_section(_default_train)
+InitTrain = partial_train_section(_default_init_train)
 
 
 class PolicySection(Section):
@@ -38,7 +54,7 @@ class ReferenceSection(Section):
 class InitSection(Section):
     pairs: str | None = Field(None, description="Make the English-aligned initial policy first (iteration 0): a preference JSONL to train a LoRA adapter on from policy.name_or_path, or 'mtpe' to build CAPO's MTPE pairs from the staged data.")
     mtpe_per_split: int = Field(10, gt=0, description="With init.pairs=mtpe: pairs per translation direction.")
-    train: Annotated[dict[str, Any], Nested(TrainConfig)] = Field(default_factory=lambda: {"loss": {"name": "dpo", "beta": 0.1}}, description="Overrides of the train section for iteration 0 (e.g. loss, training.max_steps).")
+    train: InitTrain = Field(default_factory=_default_init_train, description="Overrides of the train section for iteration 0 (e.g. loss, training.max_steps).")
 
 
 class PromptsSection(Section):
@@ -85,13 +101,6 @@ class StatsSection(Section):
     seed: int = Field(0, description="Seed for choosing the judged pairs and their answer order.")
 
 
-def _default_train() -> dict[str, Any]:
-    # The paper's recipe (DPO+NLL, beta 0.1, lr 5e-7, batch 16, one epoch, cosine, 3% warm-up), with LoRA.
-    return {"loss": {"name": "dpo_nll", "beta": 0.1},
-            "training": {"epochs": 1, "batch_size": 16, "learning_rate": 5e-7, "lr_scheduler": "cosine",
-                         "warmup_ratio": 0.03}}
-
-
 class ICRConfig(Section):
     run_dir: str = Field("runs/icr", description="Run directory: every artifact goes under run_dir/iter-<t>/; finished stages found there are reused.")
     iterations: int = Field(2, gt=0, description="Iterations T.")
@@ -101,7 +110,7 @@ class ICRConfig(Section):
     prompts: PromptsSection = Field(default_factory=PromptsSection)
     sampling: SamplingSection = Field(default_factory=SamplingSection)
     reward: RewardSection = Field(default_factory=RewardSection)
-    train: Annotated[dict[str, Any], Nested(TrainConfig)] = Field(default_factory=_default_train, description="Training config of every iteration (loss, lora, data formatting, training); model and data.train are set per iteration.")
+    train: IterationTrain = Field(default_factory=_default_train, description="Training config of every iteration (loss, lora, data formatting, training); model and data.train are set per iteration.")
     stats: StatsSection = Field(default_factory=StatsSection)
 
     @model_validator(mode="after")
@@ -126,40 +135,17 @@ _FIXED_TRAIN_KEYS = {("model",): "set the model under policy", ("data", "train")
                      ("reference", "adapter"): "choose the training reference with reference.training"}
 
 
-def _deep_merge(base: dict, extra: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def _with_defaults(defaults: dict, given: dict) -> dict:
-    """`given` merged over `defaults`; a loss of another name replaces the default loss whole."""
-    loss = given.get("loss")
-    if isinstance(loss, dict) and loss.get("name", defaults["loss"]["name"]) != defaults["loss"]["name"]:
-        defaults = {k: v for k, v in defaults.items() if k != "loss"}
-    return _deep_merge(defaults, given)
-
-
-def iteration_train_config(config: ICRConfig, *, base: str, adapter: str | None, data: str | Path,
-                           output_dir: str | Path, reference: tuple[str, str | None] | None = None,
-                           extra: dict | None = None, prefix: str = "train: ") -> TrainConfig:
-    """The TrainConfig of one iteration: the `train` section plus this iteration's model, data, output
-    and training reference (base, adapter); None keeps the trainer's default, the starting base weights."""
-    extra = extra or {}
-    # A loss given for iteration 0 replaces the loss section whole: its hyper-parameters differ.
-    raw = _deep_merge({k: v for k, v in config.train.items() if not ("loss" in extra and k == "loss")}, extra)
-    raw["model"] = {"name_or_path": base, "adapter": adapter, "dtype": config.policy.dtype,
-                    "trust_remote_code": config.policy.trust_remote_code,
-                    "attn_implementation": config.policy.attn_implementation}
-    raw.setdefault("data", {})["train"] = str(data)
-    raw.setdefault("training", {})["output_dir"] = str(output_dir)
-    if reference is not None:
-        raw.setdefault("reference", {}).update(name_or_path=reference[0], adapter=reference[1])
-    return config_from_dict(raw, prefix=prefix)
+def iteration_train_config(config: ICRConfig, *, policy: ModelSpec, data: str | Path, output_dir: str | Path,
+                           reference: ModelSpec | None = None, iteration_zero: bool = False) -> TrainConfig:
+    """The TrainConfig of one iteration: the `train` section (iteration 0: with `init.train` over it) plus
+    this iteration's policy, data, output and training reference (None: the trainer's default, the
+    starting base weights)."""
+    p = config.policy
+    run = {"model": {"name_or_path": policy.base, "adapter": policy.adapter, "dtype": p.dtype,
+                     "trust_remote_code": p.trust_remote_code, "attn_implementation": p.attn_implementation},
+           "data": {"train": str(data)}, "training": {"output_dir": str(output_dir)}}
+    sections = [config.train, config.init.train, run] if iteration_zero else [config.train, run]
+    return derive_train_config(*sections, prefix="init.train: " if iteration_zero else "train: ", reference=reference)
 
 
 def validate(config: ICRConfig) -> ICRConfig:
@@ -174,11 +160,10 @@ def validate(config: ICRConfig) -> ICRConfig:
         language_name(lang, config.prompts.language_names)
     if config.chat_format() == "none":
         raise UserError("config: train.data.chat_format: ICR samples chat responses; use 'tokenizer' or 'zephyr'")
-    iteration_train_config(config, base=config.policy.name_or_path, adapter=None, data="pairs.jsonl",
-                           output_dir="train")
+    start = ModelSpec(config.policy.name_or_path)
+    iteration_train_config(config, policy=start, data="pairs.jsonl", output_dir="train")
     if config.init.pairs:
-        iteration_train_config(config, base=config.policy.name_or_path, adapter=None, data="pairs.jsonl",
-                               output_dir="train", extra=config.init.train, prefix="init.train: ")
+        iteration_train_config(config, policy=start, data="pairs.jsonl", output_dir="train", iteration_zero=True)
     if not config.init.pairs and not config.policy.adapter and config.reference_path() == config.policy.name_or_path:
         raise UserError(
             "config: policy: the initial policy equals the reference (no policy.adapter, no reference.name_or_path), "
@@ -190,10 +175,4 @@ def validate(config: ICRConfig) -> ICRConfig:
 def load_icr_config(path: str | Path | None, overrides: list[str] = ()) -> ICRConfig:
     """Read YAML (a path or a shipped config's name; none: defaults), apply overrides, validate."""
     raw = load_raw(ICRConfig, path, overrides, "sections (run_dir, policy, reference, prompts, sampling, reward, train, ...)")
-    # `train` (and `init.train`) given in part complete the defaults instead of replacing them.
-    if isinstance(raw.get("train"), dict):
-        raw["train"] = _with_defaults(_default_train(), raw["train"])
-    init = raw.get("init")
-    if isinstance(init, dict) and isinstance(init.get("train"), dict):
-        init["train"] = _with_defaults(InitSection().train, init["train"])
     return validate(validate_schema(ICRConfig, raw))

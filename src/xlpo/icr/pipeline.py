@@ -24,10 +24,12 @@ from xlpo.fileio import check_output_dir, read_json, read_jsonl, write_json, wri
 from xlpo.icr import response_logps, sample
 from xlpo.icr import reward as rw
 from xlpo.icr.config import ICRConfig, iteration_train_config
-from xlpo.icr.policies import Models, PolicySpec, trained_policy
+from xlpo.icr.policies import Models
 from xlpo.icr.prompts import LANGUAGE_NAMES, Prompt, crosslingual_instruction, load_parallel_prompts
 from xlpo.icr.rundir import IterationDir, check_run_dir, write_in_parts
 from xlpo.icr.stats import identify_languages, iteration_stats, judge_requests, read_judge_labels, run_judge
+from xlpo.model_spec import ModelSpec
+from xlpo.train.run import TrainRun
 from xlpo.train.trainer import train
 
 Log = Callable[[str], None]
@@ -50,7 +52,7 @@ class ICRRun:
         self.result = RunResult(self.run_dir)
         self.kinds = config.reward.kinds()
         self.names = {**LANGUAGE_NAMES, **config.prompts.language_names}
-        self.initial_reference = PolicySpec(config.reference_path())
+        self.initial_reference = ModelSpec(config.reference_path())
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def _read_inputs(self) -> dict[str, list[Prompt]]:
@@ -75,20 +77,20 @@ class ICRRun:
         return out
 
     # -- policies ---------------------------------------------------------------------------------
-    def initial_policy(self) -> PolicySpec:
+    def initial_policy(self) -> ModelSpec:
         p = self.config.policy
         if self.config.init.pairs:
-            spec = trained_policy(IterationDir(self.run_dir, 0).train, p.name_or_path)
+            spec = TrainRun(IterationDir(self.run_dir, 0).train).policy(p.name_or_path)
             if spec is None:
                 raise RuntimeError("iteration 0 has not produced a policy")
             return spec
-        return PolicySpec(p.name_or_path, p.adapter)
+        return ModelSpec(p.name_or_path, p.adapter)
 
-    def policy_for(self, t: int, previous: PolicySpec) -> PolicySpec:
+    def policy_for(self, t: int, previous: ModelSpec) -> ModelSpec:
         """pi^{t-1}, the policy iteration t samples with, scores with and trains further."""
         if t == 1:
             return self.initial_policy()
-        spec = trained_policy(IterationDir(self.run_dir, t - 1).train, previous.base)
+        spec = TrainRun(IterationDir(self.run_dir, t - 1).train).policy(previous.base)
         if spec is None:
             raise RuntimeError(f"iteration {t - 1} has not produced a policy")
         return spec
@@ -108,7 +110,7 @@ class ICRRun:
             self.log(f"{self.run_dir}: all {self.config.iterations} iteration(s) finished: nothing to do")
         return self.result
 
-    def _iteration(self, t: int, policy: PolicySpec, before: PolicySpec, prompts: dict[str, list[Prompt]]) -> None:
+    def _iteration(self, t: int, policy: ModelSpec, before: ModelSpec, prompts: dict[str, list[Prompt]]) -> None:
         """Iteration t with policy pi^{t-1}; `before` is pi^{t-2} (pi_I for t = 1)."""
         it = IterationDir(self.run_dir, t)
         if it.stats.is_file():
@@ -139,7 +141,7 @@ class ICRRun:
             self._timed(it, "alpha", self._alpha_stage, it)
         if not all(it.pairs(k).is_file() for k in self.kinds):
             self._timed(it, "pairs", self._pairs_stage, it, prompts)
-        if trained_policy(it.train, policy.base) is None:
+        if not TrainRun(it.train).finished:
             self._timed(it, "train", self._train_stage, it, policy, training_ref)
         self._timed(it, "stats", self._stats_stage, it)
         self.result.stats[t] = read_json(it.stats)
@@ -148,7 +150,7 @@ class ICRRun:
     def _init_stage(self) -> None:
         cfg = self.config
         it = IterationDir(self.run_dir, 0)
-        if trained_policy(it.train, cfg.policy.name_or_path) is not None:
+        if TrainRun(it.train).finished:
             return
         self.log(f"iteration 0: training the English-aligned initial policy on {cfg.policy.name_or_path} "
                  f"from {cfg.init.pairs}")
@@ -157,8 +159,8 @@ class ICRRun:
             data = it.root / "data" / "train.jsonl"
             if not data.is_file():
                 make_mtpe(it.root / "data", per_split=cfg.init.mtpe_per_split)
-        train_cfg = iteration_train_config(cfg, base=cfg.policy.name_or_path, adapter=None, data=data,
-                                           output_dir=it.train, extra=cfg.init.train, prefix="init.train: ")
+        train_cfg = iteration_train_config(cfg, policy=ModelSpec(cfg.policy.name_or_path), data=data,
+                                           output_dir=it.train, iteration_zero=True)
         self._timed(it, "train", self._run_trainer, train_cfg)
 
     # -- stages ---------------------------------------------------------------------------------
@@ -282,19 +284,19 @@ class ICRRun:
             if kind == self.config.reward.select:
                 self.log(f"  pairs: {len(rows)} ({rw.SYMBOLS[kind]}) -> {it.pairs(kind)}")
 
-    def _train_stage(self, it: IterationDir, policy: PolicySpec, training_ref: PolicySpec) -> None:
+    def _train_stage(self, it: IterationDir, policy: ModelSpec, training_ref: ModelSpec) -> None:
         data = it.pairs(self.config.reward.select)
         if not read_jsonl(data):
             raise UserError(f"{data}: no pairs to train on (every prompt's responses were identical); "
                             "raise sampling.temperature or sampling.n")
-        train_cfg = iteration_train_config(self.config, base=policy.base, adapter=policy.adapter, data=data,
-                                           output_dir=it.train, reference=(training_ref.base, training_ref.adapter))
+        train_cfg = iteration_train_config(self.config, policy=policy, data=data, output_dir=it.train,
+                                           reference=training_ref)
         self._run_trainer(train_cfg)
 
     def _run_trainer(self, train_cfg) -> None:
-        out = Path(train_cfg.training.output_dir)
-        self.log(f"  train: {train_cfg.loss.name} on {train_cfg.data.train} -> {out}")
-        train(train_cfg, resume=(out / "checkpoints").is_dir())
+        run = TrainRun(train_cfg.training.output_dir)
+        self.log(f"  train: {train_cfg.loss.name} on {train_cfg.data.train} -> {run.dir}")
+        train(train_cfg, resume=run.resumable)
 
     def _stats_stage(self, it: IterationDir) -> None:
         write_json(it.stats, compute_stats(self.config, it, self.judge))
@@ -322,8 +324,7 @@ def compute_stats(config: ICRConfig, it: IterationDir, judge: Callable[[dict], s
         write_jsonl(labels_path, [{"id": k, "preferred": v} for k, v in verdicts.items()])
     elif labels_path.is_file():
         verdicts = read_judge_labels(labels_path)
-    summary_path = it.train / "train_summary.json"
-    summary = read_json(summary_path) if summary_path.is_file() else None
+    summary = TrainRun(it.train).summary()
     stats = iteration_stats(samples, scores, read_json(it.alpha), pairs, config.reward.beta, languages, verdicts, summary)
     stats["_run"] = {"iteration": it.t, "trained_on": config.reward.select, "judge_labels": str(labels_path) if verdicts else None,
                      "timings_seconds": read_json(it.timings) if it.timings.is_file() else {}}

@@ -1,64 +1,33 @@
-"""ICR's models: a policy as base weights + adapter, and one iteration's policy and reward reference.
+"""ICR's models: one iteration's policy and reward reference, loaded on first use.
 
-Models load on first use, so a stage that finds its output on disk loads nothing. A reference on
-the policy's own base is reached through the policy (adapters disabled, or its own adapter loaded
-beside the policy's), so the base weights are in memory once.
+Models load on first use, so a stage that finds its output on disk loads nothing. The reward
+reference is attached as training attaches its reference (`xlpo.models.attach_reference`).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from pathlib import Path
 
 from xlpo.generation import HFGenerator, choose_backend, make_generator
 from xlpo.icr import response_logps
 from xlpo.icr.config import ICRConfig
 from xlpo.icr.sample import engine_settings
-from xlpo.models import load_adapter, load_policy, load_tokenizer, reference_mode, release_memory
-from xlpo.train.reference import REFERENCE_ADAPTER
-
-
-@dataclass(frozen=True)
-class PolicySpec:
-    """A model as weights + optional LoRA adapter."""
-
-    base: str
-    adapter: str | None = None
-
-    def __str__(self) -> str:
-        return self.base + (f" + adapter {self.adapter}" if self.adapter else "")
-
-
-def trained_policy(train_dir: Path, base: str) -> PolicySpec | None:
-    """The policy a finished training run produced (adapter on `base`, or full weights), else None."""
-    if not (train_dir / "train_summary.json").is_file():
-        return None
-    if (train_dir / "adapter").is_dir():
-        return PolicySpec(base, str(train_dir / "adapter"))
-    if (train_dir / "model").is_dir():
-        return PolicySpec(str(train_dir / "model"))
-    return None
+from xlpo.models import attach_reference, load_policy, load_tokenizer, release_memory
+from xlpo.model_spec import ModelSpec
 
 
 class Models:
-    """The policy and the reward reference of one iteration, loaded on first use.
+    """The policy and the reward reference of one iteration, loaded on first use."""
 
-    A reference on the policy's own base is reached through the policy: with its adapter disabled,
-    or with the reference's adapter loaded beside the policy's. Any other is loaded separately.
-    """
-
-    def __init__(self, config: ICRConfig, policy: PolicySpec, reference: PolicySpec):
+    def __init__(self, config: ICRConfig, policy: ModelSpec, reference: ModelSpec):
         self.config = config
         self.spec = policy
         self.reference_spec = reference
         self._policy = None
         self._reference = None
-        self._reference_adapter = None
         self._tokenizer = None
         self._encoder = None
         self._generator = None
 
-    def _load(self, spec: PolicySpec):
+    def _load(self, spec: ModelSpec):
         p = self.config.policy
         return load_policy(spec.base, spec.adapter, p.dtype, trust_remote_code=p.trust_remote_code,
                            attn_implementation=p.attn_implementation)
@@ -82,16 +51,10 @@ class Models:
         return self._policy
 
     def reference(self):
-        """Context manager yielding the reference model (through the policy when it shares its base)."""
-        ref = self.reference_spec
-        if self.spec.adapter is not None and ref.base == self.spec.base:
-            if ref.adapter is not None and self._reference_adapter is None:
-                load_adapter(self.policy, ref.adapter, name=REFERENCE_ADAPTER)
-                self._reference_adapter = REFERENCE_ADAPTER
-            return reference_mode(self.policy, adapter=self._reference_adapter)
+        """Context manager yielding the reward reference (through the policy when it shares its base)."""
         if self._reference is None:
-            self._reference = self._load(ref)
-        return reference_mode(self.policy, self._reference)
+            self._reference = attach_reference(self.policy, self.spec.base, self.reference_spec, self._load)
+        return self._reference(self.policy)
 
     def generator(self):
         if self._generator is None:
@@ -111,5 +74,5 @@ class Models:
             self.close()
 
     def close(self) -> None:
-        self._policy = self._reference = self._generator = self._reference_adapter = None
+        self._policy = self._reference = self._generator = None
         release_memory()

@@ -17,7 +17,7 @@ import torch
 
 from xlpo.data.batching import pad_sequences
 from xlpo.data.tokenize import PairTokenizer
-from xlpo.logprobs import last_hidden_state, output_head, token_logprobs
+from xlpo.logprobs import ScoredRows, sequence_logprobs
 from xlpo.models import eval_mode
 
 
@@ -55,20 +55,8 @@ def _rows_logprobs(model, input_ids, completion_mask, past, chunk_size):
     causal), and positions run on from the prefix, so a mask changes nothing but the speed (an explicit
     mask sends SDPA to a slower kernel on CPU). Pads' own outputs are never read.
     """
-    head = output_head(model)
-    kwargs = dict(input_ids=input_ids, past_key_values=past, use_cache=past is not None)
-    target_mask = completion_mask[:, 1:]
-    targets = input_ids[:, 1:][target_mask]
-    rows = torch.nonzero(target_mask, as_tuple=True)[0]
-    if head is None:
-        logits = model(**kwargs).logits.float()
-        per_token = torch.log_softmax(logits[:, :-1][target_mask], dim=-1).gather(1, targets[:, None]).squeeze(1)
-    else:
-        weight, bias, softcap = head
-        hidden = last_hidden_state(model, **kwargs)
-        per_token = token_logprobs(hidden[:, :-1][target_mask], weight, bias, targets, chunk_size, softcap)
-    sums = torch.zeros(input_ids.shape[0], dtype=per_token.dtype, device=input_ids.device)
-    return sums.index_add(0, rows, per_token)
+    rows = ScoredRows.from_completion_mask(input_ids, None, completion_mask)
+    return sequence_logprobs(model, rows, chunk_size, past_key_values=past).sum
 
 
 @torch.no_grad()

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
-from xlpo.bench.lc_winrate import percentile_interval
 from xlpo.clients.chat import ChatBackend, ChatRequest
 from xlpo.clients.stage import run_requests
 from xlpo.errors import UserError
+from xlpo.eval.analysis.accuracy import percentile_interval
 from xlpo.fileio import iter_jsonl, write_jsonl
 
 N_BOOT = 2000  # bootstrap resamples behind every judged-accuracy interval

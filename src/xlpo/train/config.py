@@ -5,14 +5,17 @@ Field descriptions double as the CLI help; reading, overrides and errors are xlp
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from xlpo.config import Section, describe, load_raw, options_help as schema_help, validate
+from xlpo.config import Nested, Section, describe, load_raw, options_help as schema_help, validate
 from xlpo.errors import UserError
 from xlpo.loss_params import LOSS_PARAMS, params_of
+from xlpo.model_spec import ModelSpec
 
 # accelerate's tracker names (accelerate.utils.LoggerType; a test keeps the two lists equal): named here
 # so that reading a config needs no torch.
@@ -134,6 +137,10 @@ class TrainConfig(Section):
                              "estimate pairs each prompt with another example's completion in the step's batch)")
         return self
 
+    def reference_spec(self) -> ModelSpec:
+        """The reference: reference.name_or_path (default: the starting model's base) + reference.adapter."""
+        return ModelSpec(self.reference.name_or_path or self.model.name_or_path, self.reference.adapter)
+
 
 def config_from_dict(raw: dict, prefix: str = "") -> TrainConfig:
     """Validate a nested dict; errors name the dotted key (under `prefix`, e.g. 'train: ')."""
@@ -144,6 +151,50 @@ def config_from_dict(raw: dict, prefix: str = "") -> TrainConfig:
         config.loss = LossSection(name=config.loss.name, **config.loss.params())
     except UserError as exc:
         raise UserError(str(exc).replace("config: ", f"config: {prefix}", 1)) from None
+    return config
+
+
+def merge_train_sections(*sections: dict) -> dict:
+    """Partial training configs (nested dicts) merged, each over those before it: the one merge rule.
+
+    A section merges key by key, to any depth; a value or a list replaces what was there. A `loss` that
+    names another loss replaces the loss whole (hyper-parameters belong to their loss); one that names
+    the same loss, or none, changes only the parameters it gives.
+    """
+    merged: dict = {}
+    for section in sections:
+        loss, new = merged.get("loss"), section.get("loss")
+        if isinstance(loss, dict) and isinstance(new, dict) and new.get("name", loss.get("name")) != loss.get("name"):
+            merged = {k: v for k, v in merged.items() if k != "loss"}
+        merged = _deep_merge(merged, section)
+    return merged
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        out[key] = (_deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict)
+                    else copy.deepcopy(value))
+    return out
+
+
+def partial_train_section(defaults: Callable[[], dict]) -> Any:
+    """The type of a pipeline's `train:` field: a training config given in part, completed by `defaults()`
+    with the one merge rule when the config is read (overrides below it are typed by TrainConfig)."""
+
+    def complete(given: Any) -> Any:
+        return merge_train_sections(defaults(), given) if isinstance(given, dict) else given
+
+    return Annotated[dict[str, Any], Nested(TrainConfig), BeforeValidator(complete)]
+
+
+def derive_train_config(*sections: dict, prefix: str = "", reference: ModelSpec | None = None) -> TrainConfig:
+    """A run's TrainConfig from partial sections, later over earlier (`merge_train_sections`): e.g. a
+    pipeline's defaults, its config's `train:` section, then what the run sets itself (model, data, seed);
+    with `reference`, training against that model instead of the default (the starting base weights)."""
+    config = config_from_dict(merge_train_sections(*sections), prefix)
+    if reference is not None:
+        config.reference.name_or_path, config.reference.adapter = reference.base, reference.adapter
     return config
 
 

@@ -16,6 +16,7 @@ from accelerate.utils import ProjectConfiguration
 
 from xlpo.errors import UserError
 from xlpo.fileio import write_text
+from xlpo.train.run import TrainRun
 
 
 class StepMetrics:
@@ -107,7 +108,7 @@ class MetricsWriter:
     PROJECT = "xlpo"  # the W&B / MLflow / Trackio project; TensorBoard's subfolder
 
     def __init__(self, output_dir: Path, accelerator, config: dict):
-        self.path = Path(output_dir) / "metrics.jsonl"
+        self.path = TrainRun(output_dir).metrics_file
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.acc = accelerator
         run = Path(output_dir).resolve().name

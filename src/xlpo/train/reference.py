@@ -18,14 +18,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from xlpo.eval.pair_logps import score_pairs
 from xlpo.fileio import atomic_path
-from xlpo.models import (adapter_hash, cache_root, frozen_copy, is_peft, load_adapter, load_model, reference_mode,
-                         resolve_dtype, training_load_dtype)
+from xlpo.models import (AttachedReference, adapter_hash, attach_reference, cache_root, frozen_copy, is_peft,
+                         load_adapter, load_model, resolve_dtype, training_load_dtype)
+from xlpo.pair_logps import score_pairs
 from xlpo.train.distributed import all_processes, is_partitioned, place, prepare_frozen, whole_parameters
 from xlpo.progress import Progress
-
-REFERENCE_ADAPTER = "reference"  # the name of a reference adapter loaded beside the trained one
 
 
 def model_fingerprint(model, name_or_path: str) -> str:
@@ -49,24 +47,15 @@ def cache_key(model_fp: str, data_fp: str, dtype: torch.dtype) -> str:
 
 
 @dataclass
-class Reference:
-    """Where reference log-probs come from while the policy trains.
-
-    `separate`: a frozen model of its own (or None); `adapter`: the name of a frozen adapter on the
-    policy (or None: the policy with its adapters disabled); `fingerprint`: what the reference is,
-    for the cache key; `described`: what train_summary.json records.
+class Reference(AttachedReference):
+    """Where reference log-probs come from while the policy trains: the attached reference (see
+    `attach_reference`), with `fingerprint`, what the reference is, for the cache key, and `described`,
+    what train_summary.json records.
     """
 
-    separate: torch.nn.Module | None
-    adapter: str | None
-    fingerprint: str
-    described: dict
-
+    fingerprint: str = ""
+    described: dict | None = None
     prepared: bool = False
-
-    def __call__(self, policy):
-        """Context manager yielding the module that computes reference log-probs (eval mode, no grad)."""
-        return reference_mode(policy, self.separate, self.adapter)
 
     def prepare(self, accelerator, policy) -> None:
         """Once the policy is prepared, make a separate reference model compute as it does (sharded under
@@ -90,32 +79,32 @@ def build_reference(config, policy, base_fingerprint: str, live: bool) -> Refere
     `base_fingerprint` is that of the policy's starting base weights (taken before LoRA wrapped them);
     `live`: the loop will run the reference during training, not only once up front.
     """
-    m, r = config.model, config.reference
-    name, adapter = r.name_or_path or m.name_or_path, r.adapter
-    same_base = name == m.name_or_path
-    fingerprint = base_fingerprint if same_base else None
-    separate, adapter_name = None, None
-    if same_base and adapter is None:
-        loaded_as = "the policy's base weights with its adapters disabled" if is_peft(policy) else \
-            "a frozen copy of the starting weights"
-        if not is_peft(policy):
-            # Full fine-tuning: the policy itself is the reference until its first update.
-            separate = _starting_weights(policy, config) if live else policy
-    elif same_base and is_peft(policy):
-        load_adapter(policy, adapter, trainable=False, name=REFERENCE_ADAPTER)
-        adapter_name, loaded_as = REFERENCE_ADAPTER, "a second, frozen adapter on the policy's base weights"
-    else:
-        base = _starting_weights(policy, config) if same_base else load_model(name, m.dtype, m.trust_remote_code,
-                                                                              m.attn_implementation)
-        fingerprint = fingerprint or model_fingerprint(base, name)
-        separate = load_adapter(base, adapter) if adapter else base
+    m, spec = config.model, config.reference_spec()
+    same_base = spec.base == m.name_or_path
+    fingerprint = base_fingerprint
+
+    def load_separate(spec):
+        nonlocal fingerprint
+        if same_base:
+            base = _starting_weights(policy, config)
+        else:
+            base = load_model(spec.base, m.dtype, m.trust_remote_code, m.attn_implementation)
+            fingerprint = model_fingerprint(base, spec.base)
+        separate = load_adapter(base, spec.adapter) if spec.adapter else base
         separate.requires_grad_(False)
         place(separate, next(policy.parameters()).device)
-        loaded_as = "a separate frozen model"
-    if adapter:
-        fingerprint += "+adapter:" + adapter_hash(adapter)
-    return Reference(separate, adapter_name, fingerprint,
-                     {"name_or_path": name, "adapter": adapter, "loaded_as": loaded_as})
+        return separate
+
+    if same_base and spec.adapter is None and not is_peft(policy):
+        # Full fine-tuning: the policy itself is the reference until its first update.
+        attached = AttachedReference(_starting_weights(policy, config) if live else policy, None,
+                                     "a frozen copy of the starting weights")
+    else:
+        attached = attach_reference(policy, m.name_or_path, spec, load_separate)
+    if spec.adapter:
+        fingerprint += "+adapter:" + adapter_hash(spec.adapter)
+    return Reference(attached.separate, attached.adapter, attached.loaded_as, fingerprint,
+                     {"name_or_path": spec.base, "adapter": spec.adapter, "loaded_as": attached.loaded_as})
 
 
 def _starting_weights(policy, config):

@@ -36,6 +36,7 @@ from xlpo.train import distributed as dist
 from xlpo.train.reference import build_reference, model_fingerprint, precomputed_logps
 from xlpo.train.config import TrainConfig
 from xlpo.train.metrics import MetricsWriter, StepMetrics, step_info, summarize, tracker_names, tracker_project
+from xlpo.train.run import TrainRun
 from xlpo.versions import library_versions
 
 
@@ -95,6 +96,7 @@ class Trainer:
             project_config=tracker_project(config.training.output_dir))
         dist.check_precision(self.acc, config.model.dtype)
         self.out = Path(config.training.output_dir)
+        self.train_run = TrainRun(self.out)
         self.spec = get_loss(config.loss.name)
         self.loss_params = config.loss.params()
 
@@ -286,8 +288,8 @@ class Trainer:
             else:
                 state = ckpt.load_checkpoint(acc, latest, self._expected_state())
                 start = state["step"]
-        elif (self.out / "metrics.jsonl").exists() and acc.is_main_process:
-            (self.out / "metrics.jsonl").unlink()
+        elif self.train_run.metrics_file.exists() and acc.is_main_process:
+            self.train_run.metrics_file.unlink()
         if writer is not None:
             writer.truncate_after(start)
         self._write_run_files()
@@ -345,9 +347,10 @@ class Trainer:
     def _write_run_files(self) -> None:
         if not self.acc.is_main_process:
             return
-        write_text(self.out / "config.yaml", yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False))
-        write_json(self.out / "versions.json", library_versions())
-        write_jsonl(self.out / "skipped.jsonl", self.skipped)
+        files = self.train_run
+        write_text(files.config_file, yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False))
+        write_json(files.versions_file, library_versions())
+        write_jsonl(files.skipped_file, self.skipped)
 
     def _finish(self, last_metrics: dict, seconds: float, start: int) -> dict:
         acc = self.acc
@@ -365,15 +368,15 @@ class Trainer:
         model = acc.unwrap_model(self.model)
         state = dist.gather_state_dict(acc, self.model, trainable_only=is_peft(model))
         if acc.is_main_process:
-            name = "adapter" if is_peft(model) else "model"
+            folder = self.train_run.saved_as(lora=is_peft(model))
             # Only the trained adapter: a reference adapter loaded beside it is not part of the result.
             only_trained = {"selected_adapters": ["default"]} if is_peft(model) else {}
-            with atomic_dir(self.out / name) as tmp:
+            with atomic_dir(folder) as tmp:
                 model.save_pretrained(tmp, state_dict=state, safe_serialization=True, **only_trained)
                 self.tokenizer.save_pretrained(tmp)
                 write_card(tmp, self.config.model_dump(mode="json"), summary, library_versions())
-            summary["saved"] = str(self.out / name)
-            write_json(self.out / "train_summary.json", summary)
+            summary["saved"] = str(folder)
+            write_json(self.train_run.summary_file, summary)
         acc.wait_for_everyone()
         return summary
 

@@ -42,12 +42,15 @@ def rng_for(seed: int, *keys: str) -> np.random.Generator:
     return np.random.default_rng([seed, *(zlib.crc32(k.encode("utf-8")) for k in keys)])
 
 
-def percentile_interval(boot: np.ndarray) -> tuple[float | None, float | None]:
+def percentile_interval(boot: np.ndarray) -> list[float] | None:
+    """The central CI_LEVEL percentile interval of bootstrap replicates (nan left out); None if none."""
+    boot = np.asarray(boot, dtype=float)
+    boot = boot[~np.isnan(boot)]
     if boot.size == 0:
-        return None, None
+        return None
     alpha = (1.0 - CI_LEVEL) / 2.0
     lo, hi = np.percentile(boot, [100 * alpha, 100 * (1 - alpha)])
-    return float(lo), float(hi)
+    return [float(lo), float(hi)]
 
 
 def pair_correct(rows: Sequence[Mapping], definition: str) -> np.ndarray:
@@ -107,13 +110,13 @@ def accuracy_table(rows: Sequence[Mapping], n_boot: int = 1000, seed: int = 0) -
             if values.size == 0:
                 continue
             boot = _boot_means(values, n_boot, rng_for(seed, lang, definition))
-            lo, hi = percentile_interval(boot)
+            lo, hi = percentile_interval(boot) or (None, None)
             table[lang][definition] = {"acc": float(values.mean()), "lo": lo, "hi": hi, "n": int(values.size)}
             all_n += values.size
             all_wins += values.sum()
             all_boot += boot * values.size
         if all_n:
-            lo, hi = percentile_interval(all_boot / all_n)
+            lo, hi = percentile_interval(all_boot / all_n) or (None, None)
             table[ALL][definition] = {"acc": float(all_wins / all_n), "lo": lo, "hi": hi, "n": int(all_n)}
     return table
 

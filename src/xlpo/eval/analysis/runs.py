@@ -1,7 +1,7 @@
 """Scored runs on disk: reading and validating them, their training logs, and run-level summaries.
 
-Everything that touches files (scores.jsonl, scoring.json, the training run's metrics.jsonl,
-config.yaml and train_summary.json) is here, so the numeric modules stay pure functions of rows.
+Everything that touches files (scores.jsonl, scoring.json, and the training run a scored run names,
+read through `xlpo.train.run.TrainRun`) is here, so the numeric modules stay pure functions of rows.
 """
 
 from __future__ import annotations
@@ -15,29 +15,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from xlpo.errors import UserError
 from xlpo.eval.analysis.accuracy import ALL, lang_of
 from xlpo.fileio import iter_jsonl
 from xlpo.losses import get_loss
+from xlpo.train.run import TrainRun
 
 # ---------------------------------------------------------------------------------------------
 # training logs, tokenization
 # ---------------------------------------------------------------------------------------------
 
 def load_training_log(train_dir: str | Path) -> dict[str, Any] | None:
-    """Curves from `metrics.jsonl`: step, loss, rewards/accuracies and per-language accuracies.
+    """Curves from the run's metrics: step, loss, rewards/accuracies and per-language accuracies.
 
-    A step logged twice (a resumed run) keeps its last record. None when the file is absent.
+    A step logged twice (a resumed run) keeps its last record. None when metrics.jsonl is absent.
     """
-    path = Path(train_dir) / "metrics.jsonl"
-    if not path.is_file():
+    run = TrainRun(train_dir)
+    if not run.metrics_file.is_file():
         return None
-    records: dict[int, dict] = {}
-    for _, rec in iter_jsonl(path):
-        if isinstance(rec, dict) and isinstance(rec.get("step"), (int, float)) and "loss" in rec:
-            records[int(rec["step"])] = rec
+    records = {int(rec["step"]): rec for rec in run.metrics() if "loss" in rec}
     steps = sorted(records)
     prefix = "rewards/accuracies/"
     langs = sorted({k[len(prefix):] for rec in records.values() for k in rec if k.startswith(prefix)})
@@ -221,17 +218,15 @@ def load_run(run_dir: str | Path) -> ScoredRun:
         if not train_dir.is_dir():
             run.notes.append(f"training directory {train_dir} not found: no training curve")
         else:
+            trained = TrainRun(train_dir)
             run.train_dir = train_dir
             run.curve = load_training_log(train_dir)
             if run.curve is None:
-                run.notes.append(f"{train_dir / 'metrics.jsonl'} not found: no training curve")
-            cfg = train_dir / "config.yaml"
-            if cfg.is_file():
-                try:
-                    loaded = yaml.safe_load(cfg.read_text(encoding="utf-8"))
-                    run.train_config = loaded if isinstance(loaded, dict) else None
-                except yaml.YAMLError:
-                    run.notes.append(f"{cfg}: not valid YAML; training seed unknown")
+                run.notes.append(f"{trained.metrics_file} not found: no training curve")
+            try:
+                run.train_config = trained.saved_config()
+            except UserError as exc:
+                run.notes.append(f"{exc}; training seed unknown")
     run.effective_loss_params = _effective_loss_params(run)
     return run
 
@@ -241,13 +236,13 @@ def _effective_loss_params(run: ScoredRun) -> dict | None:
     `loss_params` when present (the trainer writes them complete), else scoring.json's completed
     with the registered loss's defaults (a config that omits `alpha` trained with the default)."""
     given = run.meta.get("loss_params")
-    if run.train_dir is not None and (run.train_dir / "train_summary.json").is_file():
+    if run.train_dir is not None:
         try:
-            summary = json.loads((run.train_dir / "train_summary.json").read_text(encoding="utf-8"))
-            if isinstance(summary, dict) and isinstance(summary.get("loss_params"), dict):
+            summary = TrainRun(run.train_dir).summary()
+            if summary is not None and isinstance(summary.get("loss_params"), dict):
                 return summary["loss_params"]
-        except json.JSONDecodeError:
-            run.notes.append(f"{run.train_dir / 'train_summary.json'}: not valid JSON")
+        except UserError as exc:
+            run.notes.append(str(exc))
     if not isinstance(given, dict):
         return None
     try:
