@@ -38,14 +38,15 @@ def tokenizer():
     return load_tokenizer("embedded")
 
 
-def make_tiny_model_dir(path: Path, tokenizer, seed: int = 0, layers: int = 2, hidden: int = 32) -> Path:
+def make_tiny_model_dir(path: Path, tokenizer, seed: int = 0, layers: int = 2, hidden: int = 32,
+                        intermediate: int | None = None, heads: int = 4) -> Path:
     """A randomly initialised Llama on the real tokenizer, saved like any local checkpoint."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
-                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate or 2 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads // 2,
                          max_position_embeddings=512, tie_word_embeddings=False,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id)

@@ -12,7 +12,10 @@ builds it on GPUs and says what differs:
   compiled on first use, minutes on a small machine; GPUs never use it) is turned off, so its
   collectives go through gloo.
 - FSDP2: accelerate makes FSDP a GPU-only distributed type, so the plugin it builds from the
-  launcher's settings is installed on the CPU (gloo) state; `fully_shard` itself runs unchanged.
+  launcher's settings is installed on the CPU (gloo) state, with the mixed-precision policy accelerate
+  gives it for the run's precision (bf16: bf16 parameters, gradient reduction and outputs); `fully_shard`
+  itself runs unchanged.
+Each run gets an Accelerator in the precision its model.dtype asks for, as `xlpo train` makes it.
 """
 
 from __future__ import annotations
@@ -26,22 +29,31 @@ import traceback
 from pathlib import Path
 
 from accelerate import Accelerator, PartialState
+from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin, InitProcessGroupKwargs
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from xlpo.fileio import write_json
+from xlpo.models import mixed_precision
 from xlpo.train.config import load_config
 from xlpo.train.trainer import train
 
-def make_cpu_accelerator() -> Accelerator:
+
+def make_cpu_accelerator(precision: str) -> Accelerator:
+    # accelerate keeps the first Accelerator's precision for the whole process (xlpo's make_accelerator resets it too).
+    if AcceleratorState._shared_state.get("_mixed_precision") not in (None, precision):
+        AcceleratorState._reset_state()
     if os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true":
         import deepspeed.ops
 
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-        return Accelerator(kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")])
-    accelerator = Accelerator(cpu=True)
+        return Accelerator(mixed_precision=precision, kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")])
+    accelerator = Accelerator(cpu=True, mixed_precision=precision)
     if os.environ.get("ACCELERATE_USE_FSDP") == "true":
-        accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin()
+        plugin = FullyShardedDataParallelPlugin()
+        if precision != "no":  # as AcceleratorState does for an FSDP plugin on GPUs
+            plugin.set_mixed_precision(precision)
+        accelerator.state.fsdp_plugin = plugin
         # Both shared states, as accelerate sets them: each new AcceleratorState copies PartialState's.
         accelerator.state.distributed_type = PartialState().distributed_type = DistributedType.FSDP
     return accelerator
@@ -62,8 +74,9 @@ def main(spec_path: str) -> int:
     register_optimizer_step_post_hook(lambda *args: steps.__setitem__(0, steps[0] + 1))
     failed = False
     for run in spec["runs"]:
-        accelerator = make_cpu_accelerator()  # one per run, as `xlpo train` makes (the process group stays)
         config = load_config(None, run["overrides"])
+        # One per run, as `xlpo train` makes (the process group stays).
+        accelerator = make_cpu_accelerator(mixed_precision(config.model.dtype))
         output_dir = Path(config.training.output_dir)
         resume = run.get("resume", False)
         if resume and accelerator.is_main_process:

@@ -6,15 +6,26 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from xlpo.bench import lc_winrate
 from xlpo.bench.xalpacaeval import (Instruction, judge_messages, load_instructions, plan_judgments,
                                     preference_for_second, read_answers, run_xalpacaeval, table)
-from xlpo.bench.xalpacaeval.data import read_difficulty
+from xlpo.bench.xalpacaeval import lc_files
 from xlpo.bench.xalpacaeval.judge import SYSTEM_PROMPT, USER_TEMPLATE
 from xlpo.clients.chat import ChatReply
 from xlpo.errors import UserError
+
+
+GAMED_FILE = Path(__file__).parent / "fixtures" / "alpacaeval_lc" / "df_gamed.csv"  # a stand-in (its README)
+
+
+@pytest.fixture(autouse=True)
+def no_hub(monkeypatch):
+    """No test here reaches the Hugging Face Hub for AlpacaEval's gamed annotations."""
+    monkeypatch.setattr(lc_files, "_from_hub", lambda download, echo: (None, {"source": None, "why": "no Hub in tests"}))
 
 
 def write_data(folder: Path, rows_by_lang: dict) -> Path:
@@ -139,19 +150,6 @@ def test_answer_file_problems_are_user_errors(tmp_path):
         read_answers(base, instructions)
 
 
-def test_difficulty_csv(tmp_path):
-    instructions = [Instruction("en", 1, "", "a"), Instruction("en", 2, "", "b")]
-    path = tmp_path / "d.csv"
-    path.write_text("id,difficulty\n1,0.5\n2,-1\n")
-    assert read_difficulty(path, instructions) == {1: 0.5, 2: -1.0}
-    path.write_text("id,difficulty\n1,0.5\n")
-    with pytest.raises(UserError, match="no difficulty for instruction id 2"):
-        read_difficulty(path, instructions)
-    path.write_text("index,value\n")
-    with pytest.raises(UserError, match="columns id and difficulty"):
-        read_difficulty(path, instructions)
-
-
 # --- judge prompt and parsing ------------------------------------------------------------------------
 
 def test_judge_prompt_is_alpacaevals_multilingual_classifier():
@@ -223,6 +221,11 @@ def test_end_to_end_maps_orders_back_and_reports_per_language(tmp_path):
     assert en["candidate_chars"] == pytest.approx(sum(len("cand " * lengths(i["instruction"])) for i in DATA["en"]) / 3)
     assert en["baseline_chars"] == pytest.approx(len("base " * 4))
     assert en["win_rate_ci"] and en["lc_win_rate_ci"] and set(en["glm"]) == {"model", "length"}
+    # No gamed-annotation file (no Hub here): the LC is the labelled substitute, never plain "LC".
+    assert en["lc_method"] == "length_controlled_minimal" and res["results"]["average"]["lc_method"] == en["lc_method"]
+    assert res["results"]["lc"]["comparable_with_alpacaeval_leaderboard"] is False
+    assert "not comparable with the AlpacaEval leaderboard" in res["results"]["lc"]["label"]
+    assert res["config"]["lc"]["gamed_annotations"] == {"source": None, "why": "no Hub in tests"}
     rows = [json.loads(line) for line in (out / "annotations.jsonl").read_text().splitlines()]
     first = [r for r in rows if r["key"] == "en/1"]
     assert [r["candidate_position"] for r in first] == ["1", "2"] and all(r["preference"] == pytest.approx(0.8)
@@ -230,7 +233,8 @@ def test_end_to_end_maps_orders_back_and_reports_per_language(tmp_path):
     avg = res["results"]["average"]
     assert avg["win_rate"] == pytest.approx((en["win_rate"] + res["results"]["languages"]["de"]["win_rate"]) / 2)
     title, columns, table_rows = table(res)
-    assert columns[:5] == ["language", "WR %", "WR 95% CI", "LC %", "LC 95% CI"] and table_rows[-1][0] == "Avg"
+    assert columns[:5] == ["language", "WR %", "WR 95% CI", "LC-minimal %", "LC-minimal 95% CI"]
+    assert table_rows[-1][0] == "Avg" and "LC-minimal: LC without difficulty term" in title
     config = res["config"]
     assert config["orders"] == "both" and config["judge"]["model"] == "length-judge"
     assert config["generation"] == {"temperature": 0.6, "top_p": 0.9, "max_tokens": 2048,
@@ -250,6 +254,29 @@ def test_end_to_end_maps_orders_back_and_reports_per_language(tmp_path):
     run_xalpacaeval(data, out, again_c, baseline=again_b, judge=other, languages=["en", "de"], orders="both",
                     n_boot=200, echo=None)
     assert len(other.requests) == 12
+
+
+def test_alpacaevals_lc_with_the_gamed_annotations_file(tmp_path):
+    """With df_gamed.csv (here the fixture's stand-in), LC is AlpacaEval 2.0's: X-AlpacaEval id k takes
+    AlpacaEval row k-1's difficulty, the gamed rows join the fit; the table says plain LC."""
+    data = write_data(tmp_path / "data", DATA)
+    res = run_xalpacaeval(data, tmp_path / "run", Answerer("cand", lengths), baseline=Answerer("base", lambda t: 4),
+                          judge=LengthJudge(), languages=["en", "de"], n_boot=20, lc_files=GAMED_FILE.parent, echo=None)
+    en = res["results"]["languages"]["en"]
+    assert en["lc_method"] == "length_controlled_v1" and set(en["glm"]) == {"model", "length", "difficulty"}
+    assert res["results"]["lc"]["comparable_with_alpacaeval_leaderboard"] is True
+    source = res["config"]["lc"]["gamed_annotations"]
+    assert source["source"] == "given path" and source["path"] == str(GAMED_FILE) and len(source["sha256"]) == 64
+    # By hand: the same fit on the same rows, difficulties of AlpacaEval rows 0-2.
+    gamed, difficulty = lc_files.read_gamed(GAMED_FILE)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "annotations.jsonl").read_text().splitlines()]
+    mine = [r for r in rows if r["lang"] == "en"]
+    ann = lc_winrate.Annotations(np.array([r["preference"] for r in mine]),
+                                 np.array([r["candidate_chars"] - r["baseline_chars"] for r in mine], dtype=float),
+                                 [str(r["id"]) for r in mine], difficulty[[r["id"] - 1 for r in mine]])
+    assert en["lc_win_rate"] == pytest.approx(lc_winrate.summarize(ann, None, gamed)["lc_win_rate"], abs=1e-12)
+    title, columns, _ = table(res)
+    assert columns[3:5] == ["LC %", "LC 95% CI"] and "AlpacaEval 2.0's length-controlled win rate" in title
 
 
 def test_baseline_folder_from_an_earlier_run_and_text_only_judge(tmp_path):
@@ -299,5 +326,6 @@ def test_cli_refuses_conflicting_options_in_one_line(tmp_path):
                                       "--judge-adapter", str(tmp_path)])
     assert result.exit_code == 2 and "--judge-adapter applies to a local judge" in result.output
     help_text = CliRunner().invoke(app, ["bench", "xalpacaeval", "--help"], terminal_width=200).output
-    for option in ("--baseline", "--baseline-model", "--judge-model", "--judge-adapter", "--orders", "--top-p"):
+    for option in ("--baseline", "--baseline-model", "--judge-model", "--judge-adapter", "--orders", "--top-p",
+                   "--lc-files"):
         assert option in help_text

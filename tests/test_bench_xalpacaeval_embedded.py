@@ -8,9 +8,12 @@ import os
 import subprocess
 import sys
 
+from pathlib import Path
+
 import pytest
 
 pytestmark = pytest.mark.integration
+GAMED = Path(__file__).parent / "fixtures" / "alpacaeval_lc"  # a stand-in of AlpacaEval's df_gamed.csv (README)
 
 
 def xlpo(*args) -> subprocess.CompletedProcess:
@@ -29,8 +32,9 @@ def test_xalpacaeval_with_a_local_judge(tmp_path, shared_data):
     xlpo("bench", "xalpacaeval", *common, "--seed", "1", "--generate-only", "--out", base)
     out = tmp_path / "cand"
     done = xlpo("bench", "xalpacaeval", *common, "--model", "embedded", "--baseline", base,
-                "--judge-model", "embedded", "--orders", "both", "--bootstrap", "200", "--out", out)
+                "--judge-model", "embedded", "--orders", "both", "--bootstrap", "200", "--lc-files", GAMED, "--out", out)
     results = json.loads((out / "results.json").read_text())
+    assert results["results"]["lc"]["method"] == "length_controlled_v1"
     assert results["config"]["judge"]["kind"] == "local" and results["config"]["baseline_answers"] == str(base)
     for lang in ("en", "de"):
         block = results["results"]["languages"][lang]
@@ -45,7 +49,7 @@ def test_xalpacaeval_with_a_local_judge(tmp_path, shared_data):
     assert "X-AlpacaEval" in done.stdout and "Avg" in done.stdout
     # A rerun on the same folder reuses every answer and judgment.
     again = xlpo("bench", "xalpacaeval", *common, "--model", "embedded", "--baseline", base,
-                 "--judge-model", "embedded", "--orders", "both", "--bootstrap", "200", "--out", out)
+                 "--judge-model", "embedded", "--orders", "both", "--bootstrap", "200", "--lc-files", GAMED, "--out", out)
     assert "reusing 6 of 6" in again.stderr and json.loads((out / "results.json").read_text())["results"] == \
         results["results"]
 

@@ -27,7 +27,7 @@ from xlpo.icr.config import ICRConfig, load_icr_config
 from xlpo.train.config import TrainConfig, load_config
 
 SHIPPED = {"capo-cpu-smollm2", "capo-paper-gpu", "capo-mtpe-cpu", "capo-mtpe-paper-gpu", "icr-cpu-smollm2",
-           "icr-paper-gpu"}
+           "icr-paper-gpu", "icr-paper-8gpu"}
 
 
 def error_of(load, *overrides: str, path=None) -> str:
@@ -198,7 +198,7 @@ def test_shipped_configs_are_package_data_with_a_first_comment():
 @pytest.mark.parametrize("name,load", [
     ("capo-cpu-smollm2", load_config), ("capo-paper-gpu", load_config),
     ("capo-mtpe-cpu", load_experiment), ("capo-mtpe-paper-gpu", load_experiment),
-    ("icr-cpu-smollm2", load_icr_config), ("icr-paper-gpu", load_icr_config),
+    ("icr-cpu-smollm2", load_icr_config), ("icr-paper-gpu", load_icr_config), ("icr-paper-8gpu", load_icr_config),
 ])
 def test_every_shipped_config_loads_by_name(name, load):
     assert load(name, []) == load(shipped_config(name), []) == load(f"{name}.yaml", [])

@@ -99,10 +99,11 @@ def test_icr_sampling_defaults_to_no_top_k_and_carries_the_vllm_engine_settings(
     from xlpo.icr.sample import engine_settings, generation_settings
 
     config = load_icr_config(None, ["policy.adapter=some/adapter", "sampling.max_model_len=4096",
-                                    "sampling.gpu_memory_utilization=0.5"])
+                                    "sampling.gpu_memory_utilization=0.5", "sampling.tensor_parallel_size=2"])
     settings = generation_settings(config.sampling)
     assert (settings.top_k, settings.temperature, settings.top_p, settings.n, settings.chat) == (0, 0.9, 1.0, 10, False)
-    assert engine_settings(config.sampling) == VLLMSettings(max_model_len=4096, gpu_memory_utilization=0.5)
+    assert engine_settings(config.sampling) == VLLMSettings(max_model_len=4096, gpu_memory_utilization=0.5,
+                                                                tensor_parallel_size=2)
     assert generation_settings(load_icr_config(None, ["policy.adapter=a", "sampling.top_k=20"]).sampling).top_k == 20
 
 
@@ -170,16 +171,17 @@ def _bos_tokenizer(tokenizer):
 
 def test_vllm_engine_gets_adapter_rank_memory_share_and_context(monkeypatch, tmp_path, tokenizer):
     fake = _FakeVLLM().install(monkeypatch)
-    engine = VLLMSettings(max_model_len=4096, gpu_memory_utilization=0.5)
+    engine = VLLMSettings(max_model_len=4096, gpu_memory_utilization=0.5, tensor_parallel_size=4)
     VLLMGenerator("base/model", tokenizer, _adapter_dir(tmp_path / "r64", 64), "bfloat16", engine)
     VLLMGenerator("base/model", tokenizer, _adapter_dir(tmp_path / "r4", 4, {"q_proj": 24}))
     VLLMGenerator("base/model", tokenizer)
     with_adapter, small_rank, plain = fake.engines
     assert with_adapter == {"model": "base/model", "dtype": "bfloat16", "seed": 0, "trust_remote_code": False,
                             "gpu_memory_utilization": 0.5, "enable_lora": True, "max_model_len": 4096,
-                            "max_lora_rank": 64, "max_loras": 1}
+                            "max_lora_rank": 64, "max_loras": 1, "tensor_parallel_size": 4}
     assert small_rank["max_lora_rank"] == 32  # the largest rank (24, in rank_pattern), rounded up to vLLM's set
     assert plain["enable_lora"] is False and "max_lora_rank" not in plain and "max_model_len" not in plain
+    assert "tensor_parallel_size" not in plain  # one GPU: vLLM's own default
     assert plain["gpu_memory_utilization"] == 0.9
     assert [vllm_max_lora_rank(r) for r in (1, 2, 8, 9, 64, 65, 512)] == [1, 8, 8, 16, 64, 128, 512]
     with pytest.raises(UserError, match="above the largest"):

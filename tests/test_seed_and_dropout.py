@@ -12,7 +12,7 @@ import torch
 from conftest import first_fast
 from safetensors.torch import load_file
 
-import xlpo.train.trainer as trainer_module
+import xlpo.train.distributed as loading  # the trainer loads its models through it
 from xlpo.models import apply_lora, disable_dropout
 from xlpo.train.config import load_config
 from xlpo.train.trainer import train
@@ -37,14 +37,14 @@ def test_rng_draws_while_loading_change_nothing(tmp_path, tiny_model_dir, monkey
     # LoRA dropout on: the dropout stream must be reproducible too.
     common = ["loss.name=capo", "lora.dropout=0.1", "training.warmup_ratio=0"]
     quiet = train(_config(tmp_path / "quiet", tiny_model_dir, *common))
-    original = trainer_module.load_model
+    original = loading.load_model
 
     def drawing_load_model(*args, **kwargs):
         model = original(*args, **kwargs)
         torch.rand(1000)  # what a from_config weight initialisation does
         return model
 
-    monkeypatch.setattr(trainer_module, "load_model", drawing_load_model)
+    monkeypatch.setattr(loading, "load_model", drawing_load_model)
     noisy = train(_config(tmp_path / "noisy", tiny_model_dir, *common))
     assert _losses(noisy.output_dir) == _losses(quiet.output_dir)
     a = load_file(str(quiet.output_dir / "adapter" / "adapter_model.safetensors"))

@@ -330,17 +330,17 @@ def test_nothing_keeps_the_model_alive_after_train(tmp_path, tiny_model_dir, mon
 
     from accelerate import Accelerator
 
-    import xlpo.train.trainer as trainer_module
+    import xlpo.train.distributed as loading  # the trainer loads the policy and any reference through it
 
     loaded = []
-    original = trainer_module.load_model
+    original = loading.load_model
 
     def recording(*args, **kwargs):
         model = original(*args, **kwargs)
         loaded.append(weakref.ref(model))
         return model
 
-    monkeypatch.setattr(trainer_module, "load_model", recording)
+    monkeypatch.setattr(loading, "load_model", recording)
     accelerator = None if own_accelerator else Accelerator(cpu=True)
     train(_config(tmp_path, tiny_model_dir, "loss.name=kto", f"lora.enabled={lora}", "training.max_steps=1"),
           accelerator=accelerator)

@@ -47,6 +47,7 @@ class VLLMSettings:
 
     max_model_len: int | None = None  # longest prompt + response planned for; None = the model's context
     gpu_memory_utilization: float = 0.9  # share of GPU memory for weights + KV cache (vLLM's default)
+    tensor_parallel_size: int = 1  # GPUs one engine spans (the visible ones)
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,8 @@ def vllm_engine_kwargs(model_path: str, adapter: str | None = None, dtype: str =
                   gpu_memory_utilization=engine.gpu_memory_utilization, enable_lora=adapter is not None)
     if engine.max_model_len is not None:
         kwargs["max_model_len"] = engine.max_model_len
+    if engine.tensor_parallel_size > 1:
+        kwargs["tensor_parallel_size"] = engine.tensor_parallel_size
     if adapter is not None:
         kwargs.update(max_lora_rank=vllm_max_lora_rank(adapter_rank(adapter)), max_loras=1)
     return kwargs

@@ -135,8 +135,24 @@ def _unwrap(model):
 
 
 def output_head(model):
-    """(weight, bias, softcap) of a plain linear output layer, or None when the head is unusual or
-    no decoder separate from the head can be found (`last_hidden_state` reads the decoder's output)."""
+    """(weight, bias, softcap) of a plain linear output layer whose weight this process holds whole, or None
+    when the head is unusual, sharded (see `sharded_output_head`), or no decoder separate from the head can
+    be found (`last_hidden_state` reads the decoder's output)."""
+    found = _linear_head(model)
+    if found is None or not _is_local_dense(found[0].weight):
+        return None
+    head, softcap = found
+    return head.weight, head.bias, softcap
+
+
+def sharded_output_head(model):
+    """(the output layer, softcap) when its weight is sharded across processes (DeepSpeed ZeRO-3, FSDP2), else None."""
+    found = _linear_head(model)
+    return None if found is None or _is_local_dense(found[0].weight) else found
+
+
+def _linear_head(model):
+    """(output layer, softcap) of a plain linear output layer the chunked head can compute, or None."""
     inner = _unwrap(model)
     config = getattr(inner, "config", None)
     if inner.get_decoder() is inner:
@@ -148,14 +164,12 @@ def output_head(model):
     for attr in ("logit_scale", "logits_scaling", "output_multiplier_scale"):
         if getattr(config, attr, None) not in (None, 1, 1.0):
             return None
-    if not _is_local_dense(head.weight):
-        return None
-    return head.weight, head.bias, getattr(config, "final_logit_softcapping", None)
+    return head, getattr(config, "final_logit_softcapping", None)
 
 
 def _is_local_dense(weight) -> bool:
-    """False for weights sharded across processes (FSDP DTensors, DeepSpeed ZeRO-3 placeholders):
-    reading them outside the engine's forward gives a shard, so those runs use the full-logits path."""
+    """False for weights sharded across processes (FSDP DTensors, DeepSpeed ZeRO-3 placeholders): reading
+    them outside their module's call gives a shard."""
     if type(weight).__name__ == "DTensor" or hasattr(weight, "ds_id"):
         return False
     return weight.dim() == 2 and weight.numel() > 0
@@ -265,20 +279,53 @@ def sequence_logprobs(model, rows: ScoredRows, chunk_size: int | None = None,
                       past_key_values=None) -> CompletionLogps:
     """Summed log-prob of each sequence's scored tokens (see `ScoredRows`).
 
-    The model is called through its own forward (so DDP/DeepSpeed/PEFT hooks run); the decoder's
+    The model is called through its own forward (so DDP/DeepSpeed/FSDP/PEFT hooks run); the decoder's
     last hidden state feeds the chunked head. `past_key_values`: the KV cache of a prefix that every
     row continues (one copy per row; positions run on from it), e.g. a prompt shared by N responses.
     """
     cache = {} if past_key_values is None else {"past_key_values": past_key_values, "use_cache": True}
+    inputs = dict(input_ids=rows.input_ids, position_ids=rows.position_ids,
+                  attention_mask=_attention_for(model, rows.attention_mask), **cache)
     head = output_head(model)
-    if head is None:
+    if head is not None:
+        weight, bias, softcap = head
+        hidden = last_hidden_state(model, **inputs)
+        per_token = token_logprobs(hidden.flatten(0, 1)[rows.sources], weight, bias, rows.targets, chunk_size,
+                                   softcap)
+    elif (sharded := sharded_output_head(model)) is not None:
+        per_token = _sharded_head_logprobs(model, *sharded, inputs, rows, chunk_size)
+    else:
         return naive_sequence_logprobs(model, rows, **cache)
-    weight, bias, softcap = head
-    hidden = last_hidden_state(model, input_ids=rows.input_ids, position_ids=rows.position_ids,
-                               attention_mask=_attention_for(model, rows.attention_mask), **cache)
-    per_token = token_logprobs(hidden.flatten(0, 1)[rows.sources], weight, bias, rows.targets, chunk_size, softcap)
     sums = torch.zeros(rows.num_sequences, dtype=per_token.dtype, device=per_token.device)
     return CompletionLogps(sum=sums.index_add(0, rows.sequences, per_token), tokens=rows.token_counts())
+
+
+def _sharded_head_logprobs(model, head: torch.nn.Linear, softcap: float | None, inputs: dict, rows: ScoredRows,
+                           chunk_size: int | None) -> Tensor:
+    """The chunked head where the output layer's weight is sharded (DeepSpeed ZeRO-3, FSDP2).
+
+    The weight is whole only inside the layer's own call, where the engine gathers it (once; for the
+    backward pass, again when the gradient reaches the call's output). So the model's own call of its
+    output layer computes the scored tokens' log-probs instead of logits: it gets every position's
+    hidden state (`logits_to_keep=0`) and returns what `token_logprobs` returns. What the model makes of
+    that "logits" afterwards is discarded; the call's output as the engine's hooks return it (with their
+    backward hooks attached) is what comes back.
+    """
+    def chunked(hidden):
+        return token_logprobs(hidden.flatten(0, 1)[rows.sources], head.weight, head.bias, rows.targets,
+                              chunk_size, softcap)
+
+    returned: list[Tensor] = []
+    handle = head.register_forward_hook(lambda _module, _args, output: returned.append(output))
+    head.forward = chunked  # the instance's forward, for this call only; the engine's hooks still run around it
+    try:
+        model(**{"use_cache": False, **inputs}, logits_to_keep=0)
+    finally:
+        del head.forward
+        handle.remove()
+    if len(returned) != 1:
+        raise RuntimeError(f"expected one call of the output layer per forward, saw {len(returned)}")
+    return returned[0]
 
 
 def last_hidden_state(model, **inputs) -> Tensor:

@@ -79,7 +79,7 @@ def _is_local(name_or_path: str) -> bool:
     return Path(name_or_path).exists()
 
 
-def _hub_kwargs(name_or_path: str) -> dict:
+def hub_kwargs(name_or_path: str) -> dict:
     # A local directory must never trigger a Hub lookup (no network here, and none wanted).
     return {"local_files_only": True} if _is_local(name_or_path) else {}
 
@@ -88,7 +88,7 @@ def load_tokenizer(name_or_path: str = EMBEDDED, trust_remote_code: bool = False
     """A tokenizer with a pad token (the EOS token when the model defines none)."""
     path = resolve_model_path(name_or_path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **_hub_kwargs(path))
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **hub_kwargs(path))
     except OSError as exc:
         raise UserError(f"model '{name_or_path}': cannot load its tokenizer ({str(exc).splitlines()[0]})") from None
     if tokenizer.pad_token_id is None:
@@ -136,7 +136,7 @@ def load_model(
 ):
     """A causal LM in `dtype` ("auto": bf16 on a capable GPU, fp32 otherwise)."""
     path = resolve_model_path(name_or_path)
-    kwargs = dict(dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code, **_hub_kwargs(path))
+    kwargs = dict(dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code, **hub_kwargs(path))
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     try:
@@ -150,7 +150,26 @@ def apply_lora(model, r: int = 16, alpha: int = 32, dropout: float = 0.05, targe
     """Wrap `model` with a fresh PEFT LoRA adapter (all attention and MLP projections by default)."""
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=lora_targets(model, target_modules),
                         task_type="CAUSAL_LM", bias="none")
-    return get_peft_model(model, config)
+    with _adapters_kept_real(model):
+        return get_peft_model(model, config)
+
+
+@contextlib.contextmanager
+def _adapters_kept_real(model) -> Iterator[None]:
+    """PEFT puts a new adapter on its base layer's device. On a base whose weights are on the meta device
+    (an FSDP2 skeleton, train/shards.py) the adapter's values would be lost, so while PEFT builds adapters
+    each such linear layer holds an empty CPU weight of its dtype (PEFT reads only the layer's device,
+    dtype and sizes); the meta weight comes back afterwards, frozen or not as PEFT left the stand-in."""
+    swapped = [(layer, layer.weight) for layer in model.modules()
+               if isinstance(layer, torch.nn.Linear) and layer.weight.is_meta]
+    for layer, weight in swapped:
+        layer.weight = torch.nn.Parameter(torch.empty(0, dtype=weight.dtype), requires_grad=weight.requires_grad)
+    try:
+        yield
+    finally:
+        for layer, weight in swapped:
+            weight.requires_grad_(layer.weight.requires_grad)
+            layer.weight = weight
 
 
 def lora_targets(model, target_modules):
@@ -196,10 +215,11 @@ def check_adapter(adapter_path: str | Path) -> dict:
 def load_adapter(model, adapter_path: str, trainable: bool = False, name: str = "default"):
     """Attach a saved PEFT adapter to `model`; on a PEFT model, as a further adapter called `name`."""
     check_adapter(adapter_path)
-    if is_peft(model):
-        model.load_adapter(adapter_path, adapter_name=name, is_trainable=trainable)
-        return model
-    return PeftModel.from_pretrained(model, adapter_path, adapter_name=name, is_trainable=trainable)
+    with _adapters_kept_real(model):
+        if is_peft(model):
+            model.load_adapter(adapter_path, adapter_name=name, is_trainable=trainable)
+            return model
+        return PeftModel.from_pretrained(model, adapter_path, adapter_name=name, is_trainable=trainable)
 
 
 def adapter_hash(adapter_path: str) -> str:
@@ -278,18 +298,38 @@ def eval_mode(model) -> Iterator[torch.nn.Module]:
 
 
 @contextlib.contextmanager
+def trainable_flags_kept(model) -> Iterator[None]:
+    """Every parameter's requires_grad as it was before the block, inside it and after it.
+
+    PEFT's disable_adapter and set_adapter mark the trained adapter frozen. Under no_grad that changes no
+    result, but FSDP2 reads which parameters train when it first runs (the first forward may be the
+    reference pass) and from then on reduces gradients in the dtype it chose for them: frozen adapters
+    under a bf16 policy leave bf16 gradients for fp32 weights, an error at the first backward.
+    """
+    flags = {p: p.requires_grad for p in model.parameters()}
+
+    def restore():
+        for param, flag in flags.items():
+            param.requires_grad_(flag)
+
+    try:
+        yield restore
+    finally:
+        restore()
+
+
+@contextlib.contextmanager
 def active_adapter(model, name: str) -> Iterator[torch.nn.Module]:
     """A PEFT model with adapter `name` active for the block; the active adapter and every parameter's
-    requires_grad are restored afterwards (PEFT's set_adapter changes both)."""
+    requires_grad are restored afterwards (PEFT's set_adapter changes both; see trainable_flags_kept)."""
     previous = model.active_adapter
-    grads = {p: p.requires_grad for p in model.parameters()}
-    model.set_adapter(name, inference_mode=True)
-    try:
-        yield model
-    finally:
-        model.set_adapter(previous)
-        for param, flag in grads.items():
-            param.requires_grad_(flag)
+    with trainable_flags_kept(model) as restore:
+        model.set_adapter(name, inference_mode=True)
+        restore()
+        try:
+            yield model
+        finally:
+            model.set_adapter(previous)
 
 
 @contextlib.contextmanager
@@ -310,7 +350,8 @@ def reference_mode(model, reference=None, adapter: str | None = None) -> Iterato
             with eval_mode(model), active_adapter(model, adapter):
                 yield model
         else:
-            with eval_mode(model), model.disable_adapter():  # eval: no LoRA dropout on the reference path
+            with eval_mode(model), trainable_flags_kept(model) as restore, model.disable_adapter():
+                restore()  # eval: no LoRA dropout on the reference path; requires_grad untouched
                 yield model
 
 

@@ -1,13 +1,23 @@
-"""Win rate and length-controlled win rate (AlpacaEval 2.0's GLM) with 95% bootstrap intervals.
+"""Win rate and AlpacaEval 2.0's length-controlled win rate (LC), with 95% bootstrap intervals.
 
-The length-controlled (LC) win rate of Dubois et al. (2024, "Length-Controlled AlpacaEval") fits a
-logistic regression of the judge's preference for the candidate on a model term, the tanh of the
-standardised length difference and, optionally, an instruction-difficulty term; LC is the win rate
-that fit predicts with the length term set to 0. Intervals resample instructions (clusters).
+LC (Dubois et al., 2024, "Length-Controlled AlpacaEval") fits a logistic regression (soft labels)
+of the judge's preference for the candidate on tanh of the standardised length difference, the
+instruction's difficulty and a model term; LC is the mean prediction with the length term at 0.
+The AlpacaEval 2.0 leaderboard and the ICR paper report `length_controlled_v1`: that regression
+fitted together with the judge's annotations of two "gamed" GPT-4 Turbo baselines (prompted to be
+verbose and concise; weight 0.1 each, no model term), which pull the length and difficulty
+coefficients toward theirs, L1-penalised with the penalty chosen by 5-fold grouped
+cross-validation on log-loss. The fit is scikit-learn's LogisticRegressionCV called as alpaca_eval
+calls it, so the numbers are alpaca_eval's (tests/test_bench_xalpacaeval_lc.py). Without the gamed
+annotations the same fit is AlpacaEval's `length_controlled_noreg` (difficulty, no gamed rows) or
+`length_controlled_minimal` (neither): other numbers, labelled as such.
+Intervals resample instructions (clusters) and refit each resample at the penalty chosen on all
+annotations, with a batched solver of the same objective (`fit_batched`).
 """
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,10 +26,21 @@ import numpy as np
 from scipy.special import expit
 
 CI_LEVEL = 0.95
-# A tiny L2 penalty on the log-likelihood sum keeps the fit finite when the data are separable
-# (e.g. the judge always prefers the longer answer); at 805 annotations it moves no estimate visibly.
-RIDGE = 1e-3
-TERMS = ("model", "length", "difficulty")
+PENALTIES = np.logspace(-4, 4, 10)  # LogisticRegressionCV's default grid of C (the inverse L1 strength)
+CV_FOLDS = 5
+GAMED_WEIGHT = 0.2 / 2  # length_controlled_v1's regularize_to_baseline_lambda, shared by two gamed baselines
+NO_CV_PENALTY = 100.0  # alpaca_eval's C when it does not cross-validate; used below 2 annotations
+SOLVER_SEED = 123  # liblinear's coordinate order, as alpaca_eval sets it
+
+V1, NOREG, MINIMAL = "length_controlled_v1", "length_controlled_noreg", "length_controlled_minimal"
+SHORT_NAMES = {V1: "LC", NOREG: "LC-noreg", MINIMAL: "LC-minimal"}
+LABELS = {
+    V1: "LC: AlpacaEval 2.0's length-controlled win rate (length_controlled_v1), as on its leaderboard",
+    NOREG: "LC-noreg: LC without the gamed-baseline regularisation (AlpacaEval's length_controlled_noreg): "
+           "not comparable with the AlpacaEval leaderboard",
+    MINIMAL: "LC-minimal: LC without difficulty term or gamed-baseline regularisation (AlpacaEval's "
+             "length_controlled_minimal): not comparable with the AlpacaEval leaderboard",
+}
 
 
 @dataclass(frozen=True)
@@ -46,90 +67,166 @@ class Annotations:
             raise ValueError("Annotations: preferences must lie in [0, 1] (leave unparseable ones out)")
 
 
-def design(delta_chars: np.ndarray, weights: np.ndarray, difficulty: np.ndarray | None) -> np.ndarray:
-    """Feature rows [1, tanh(delta / sd(delta)), difficulty] for each set of weights.
+@dataclass(frozen=True)
+class GamedBaselines:
+    """AlpacaEval's gamed-baseline annotations (its df_gamed.csv), one row per annotation.
 
-    `weights` is (B, n): the sd (ddof=1, as AlpacaEval's pandas `.std()`) is recomputed under each
-    set of weights, because it is part of the estimator. A zero sd (all lengths equal) gives a
-    length feature of 0. Returns (B, n, p).
+    preference: probability that the gamed output is better than the baseline's, in [0, 1];
+    std_delta_len: (baseline length - gamed length) / its sd, as the file gives it;
+    difficulty: the instruction's difficulty (the same per instruction in every row).
     """
-    delta = np.asarray(delta_chars, dtype=float)
+
+    preference: np.ndarray
+    std_delta_len: np.ndarray
+    difficulty: np.ndarray
+
+
+def check_method(method: str, ann: Annotations, gamed: GamedBaselines | None) -> None:
+    """Refuse inputs that do not make `method`: v1 needs the gamed annotations and the difficulties,
+    noreg the difficulties and no gamed rows, minimal neither (so a substitute is never computed by accident)."""
+    if method not in LABELS:
+        raise ValueError(f"unknown LC method {method!r}: expected one of {', '.join(LABELS)}")
+    if (gamed is not None) != (method == V1):
+        raise ValueError(f"{method}: AlpacaEval's gamed annotations (xlpo.bench.xalpacaeval.lc_files) are "
+                         f"{'needed' if method == V1 else 'used only'} by {V1}")
+    if (ann.difficulty is None) != (method == MINIMAL):
+        raise ValueError(f"{method}: {'no' if method == MINIMAL else 'each annotation needs its'} instruction difficulty")
+
+
+def _features(ann: Annotations, weights: np.ndarray) -> np.ndarray:
+    """Rows [tanh(-delta / sd(delta)), difficulty?, 1] in alpaca_eval's column order, (B, n, p) for
+    weights (B, n). alpaca_eval's length difference is baseline minus candidate; the sd (ddof=1,
+    pandas' `.std()`) is taken under each set of weights, since it is part of the estimator. A zero
+    sd gives a length term of 0."""
+    delta = np.asarray(ann.delta_chars, dtype=float)
     total = weights.sum(axis=1, keepdims=True)
     mean = (weights * delta).sum(axis=1, keepdims=True) / total
-    var = (weights * (delta - mean) ** 2).sum(axis=1, keepdims=True) / np.maximum(total - 1.0, 1e-12)
-    sd = np.sqrt(var)
+    sd = np.sqrt((weights * (delta - mean) ** 2).sum(axis=1, keepdims=True) / np.maximum(total - 1.0, 1e-12))
     with np.errstate(divide="ignore", invalid="ignore"):
-        length = np.where(sd > 0, np.tanh(delta / np.where(sd > 0, sd, 1.0)), 0.0)
-    columns = [np.ones_like(length), length]
-    if difficulty is not None:
-        columns.append(np.broadcast_to(np.asarray(difficulty, dtype=float), length.shape))
-    return np.stack(columns, axis=-1)
+        length = np.where(sd > 0, np.tanh(-delta / np.where(sd > 0, sd, 1.0)), 0.0)
+    columns = [length] + ([np.broadcast_to(np.asarray(ann.difficulty, dtype=float), length.shape)]
+                          if ann.difficulty is not None else [])
+    return np.stack([*columns, np.ones_like(length)], axis=-1)
 
 
-def _linear(X: np.ndarray, beta: np.ndarray) -> np.ndarray:
-    return np.matmul(X, beta[..., None])[..., 0]  # (B, n)
+def _training_rows(ann: Annotations, weights: np.ndarray, gamed: GamedBaselines | None):
+    """(X (B, m, p), soft labels (m,), sample weights (B, m)): the gamed annotations first (no model
+    term, weight GAMED_WEIGHT), then ours with `weights` (B, n)."""
+    X, y = _features(ann, weights), np.asarray(ann.preference, dtype=float)
+    if gamed is None:
+        return X, y, weights
+    B, k = len(weights), len(gamed.preference)
+    Xg = np.column_stack([np.tanh(gamed.std_delta_len), gamed.difficulty, np.zeros(k)])
+    return (np.concatenate([np.broadcast_to(Xg, (B, k, 3)), X], axis=1), np.concatenate([gamed.preference, y]),
+            np.concatenate([np.full((B, k), GAMED_WEIGHT), weights], axis=1))
 
 
-def _objective(z: np.ndarray, beta: np.ndarray, y: np.ndarray, w: np.ndarray, ridge: float) -> np.ndarray:
-    """Weighted soft-label log-likelihood minus (ridge / 2) * |beta|^2 per replicate (B,), from z = X beta.
-
-    y log s(z) + (1 - y) log(1 - s(z)) = log s(z) - (1 - y) z, with log s(z) = -log(1 + e^-z).
-    """
-    loglik = -np.logaddexp(0.0, -z) - (1.0 - y) * z
-    return (w * loglik).sum(axis=1) - 0.5 * ridge * (beta ** 2).sum(axis=1)
+def _two_copies(X: np.ndarray, y: np.ndarray, w: np.ndarray):
+    """Soft labels as classes: each row once as class 1 with weight y*w and once as class 0 with (1-y)*w."""
+    return np.vstack([X, X]), np.repeat([1.0, 0.0], len(y)), np.concatenate([y * w, (1.0 - y) * w])
 
 
-def fit_logistic(X: np.ndarray, y: np.ndarray, weights: np.ndarray, ridge: float = RIDGE,
-                 max_iter: int = 100, tol: float = 1e-10) -> np.ndarray:
-    """Maximise `_objective` for each of B replicates at once by Newton's method with step halving.
+def _soft_log_loss(label, predicted, soft, weight):
+    """Mean weighted log-loss of the soft labels (each row's two copies carry the same), alpaca_eval's CV score."""
+    q = np.clip(predicted, 1e-15, 1 - 1e-15)
+    return -np.mean(weight * (soft * np.log(q) + (1.0 - soft) * np.log(1.0 - q)))
 
-    X: (B, n, p) or (n, p); y: (n,) soft labels in [0, 1]; weights: (B, n) or (n,). Returns (B, p)
-    (or (p,) for unbatched input). The objective is strictly concave for ridge > 0.
-    """
-    single = X.ndim == 2
-    X = X[None] if single else X
-    w = np.broadcast_to(np.atleast_2d(weights), X.shape[:2]).astype(float)
-    y = np.asarray(y, dtype=float)
+
+def fit_cv(X: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, float]:
+    """(coefficients, C): L1-penalised soft-label logistic regression, no intercept, with C chosen from
+    PENALTIES by grouped K-fold CV (one group per row, both copies together) on `_soft_log_loss`;
+    liblinear through LogisticRegressionCV, as alpaca_eval's fit_LogisticRegressionCV calls it."""
+    import sklearn  # about 1 s to import: only when an LC is fitted
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.metrics import make_scorer
+    from sklearn.model_selection import GroupKFold
+
+    folds = min(CV_FOLDS, len(y))
+    if folds < 2:
+        return fit_fixed(X, y, w, NO_CV_PENALTY), NO_CV_PENALTY
+    Xd, yd, wd = _two_copies(X, y, w)
+    with sklearn.config_context(enable_metadata_routing=True), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The fitted attributes of LogisticRegressionCV", FutureWarning)
+        scorer = make_scorer(_soft_log_loss, response_method="predict_proba", greater_is_better=False)
+        model = LogisticRegressionCV(Cs=PENALTIES, l1_ratios=(1.0,), solver="liblinear", fit_intercept=False,
+                                     cv=GroupKFold(folds), random_state=SOLVER_SEED,
+                                     scoring=scorer.set_score_request(soft=True, weight=True))
+        model.set_fit_request(sample_weight=True)
+        model.fit(Xd, yd, sample_weight=wd, groups=np.tile(np.arange(len(y)), 2), soft=np.tile(y, 2),
+                  weight=np.tile(w, 2))
+    return model.coef_[0].copy(), float(np.ravel(model.C_)[0])
+
+
+def fit_fixed(X: np.ndarray, y: np.ndarray, w: np.ndarray, C: float) -> np.ndarray:
+    """The same regression at a given C with liblinear (rows of weight 0 left out: they change nothing)."""
+    from sklearn.linear_model import LogisticRegression  # about 1 s to import: only when an LC is fitted
+
+    keep = w > 0
+    Xd, yd, wd = _two_copies(X[keep], y[keep], w[keep])
+    model = LogisticRegression(C=C, l1_ratio=1.0, solver="liblinear", fit_intercept=False, random_state=SOLVER_SEED)
+    return model.fit(Xd, yd, sample_weight=wd).coef_[0].copy()
+
+
+def _penalised_loss(z: np.ndarray, beta: np.ndarray, y: np.ndarray, w: np.ndarray, C: float) -> np.ndarray:
+    """|beta|_1 / C + sum_i w_i [log(1 + e^z_i) - y_i z_i] per replicate: liblinear's objective / C."""
+    return np.abs(beta).sum(axis=1) / C + (w * (np.logaddexp(0.0, z) - y * z)).sum(axis=1)
+
+
+def fit_batched(X: np.ndarray, y: np.ndarray, w: np.ndarray, C: float, tol: float = 1e-10,
+                max_iter: int = 100) -> np.ndarray:
+    """`fit_fixed` for B replicates at once, X (B, m, p), w (B, m) -> (B, p): proximal Newton (the
+    quadratic model plus the L1 term minimised by cyclic coordinate descent), step halving where the
+    objective would rise. One liblinear call per resample costs milliseconds; this solves 1,000 together."""
     B, _, p = X.shape
-    Xt = X.transpose(0, 2, 1)
-    beta = np.zeros((B, p))
-    z = np.zeros(X.shape[:2])
-    current = _objective(z, beta, y, w, ridge)
+    beta, z = np.zeros((B, p)), np.zeros(X.shape[:2])
+    current = _penalised_loss(z, beta, y, w, C)
     for _ in range(max_iter):
         prob = expit(z)
-        grad = np.matmul(Xt, (w * (y - prob))[..., None])[..., 0] - ridge * beta
-        hess = np.matmul(Xt, X * (w * prob * (1.0 - prob))[..., None]) + ridge * np.eye(p)
-        step = np.linalg.solve(hess, grad[..., None])[..., 0]
-        scale = np.ones(B)
-        for _ in range(60):  # halve the step of each replicate whose objective did not improve
+        grad = np.einsum("bmp,bm->bp", X, w * (prob - y))
+        hess = np.einsum("bmp,bmq,bm->bpq", X, X, w * prob * (1.0 - prob))
+        target = beta.copy()
+        for _ in range(50):  # coordinate descent on grad.d + d'Hd/2 + |beta + d|_1 / C
+            for j in range(p):
+                hjj = hess[:, j, j] + 1e-12
+                moved = target - beta
+                slope = grad[:, j] + np.einsum("bq,bq->b", hess[:, j], moved) - hjj * moved[:, j]
+                u = beta[:, j] - slope / hjj
+                target[:, j] = np.sign(u) * np.maximum(np.abs(u) - 1.0 / (C * hjj), 0.0)
+        step, scale = target - beta, np.ones(B)
+        for _ in range(60):
             trial = beta + scale[:, None] * step
-            z_trial = _linear(X, trial)
-            value = _objective(z_trial, trial, y, w, ridge)
-            worse = value < current - 1e-12 * np.abs(current)
+            z_trial = np.einsum("bmp,bp->bm", X, trial)
+            value = _penalised_loss(z_trial, trial, y, w, C)
+            worse = value > current + 1e-12 * np.abs(current)
             if not worse.any():
                 break
             scale = np.where(worse, scale / 2, scale)
-        beta, z, current = trial, z_trial, value
+        beta, z, current = trial, z_trial, np.minimum(value, current)
         if np.max(np.abs(scale[:, None] * step)) < tol:
             break
-    return beta[0] if single else beta
+    return beta
 
 
-def win_rates(ann: Annotations, weights: np.ndarray, ridge: float = RIDGE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(WR, LC, coefficients) in percent for each row of `weights` (B, n): (B,), (B,), (B, p).
+def _lc(ann: Annotations, weights: np.ndarray, coef: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """LC (percent) per row of weights (B, n) and coef (B, p), and the predicted preferences (B, n)
+    of every annotation with the length term at 0."""
+    X0 = _features(ann, weights)
+    X0[..., 0] = 0.0
+    predicted = expit(np.einsum("bnp,bp->bn", X0, coef))
+    return 100.0 * (weights * predicted).sum(axis=1) / weights.sum(axis=1), predicted
 
-    WR = weighted mean preference. LC = weighted mean over annotations of the fitted probability
-    with the length term set to 0: sigmoid(model + difficulty_coef * difficulty).
-    """
-    y = np.asarray(ann.preference, dtype=float)
-    X = design(ann.delta_chars, weights, ann.difficulty)
-    beta = fit_logistic(X, y, weights, ridge)
-    total = weights.sum(axis=1)
-    wr = 100.0 * (weights * y).sum(axis=1) / total
-    X0 = X.copy()
-    X0[..., 1] = 0.0  # no length difference
-    lc = 100.0 * (weights * expit(_linear(X0, beta))).sum(axis=1) / total
-    return wr, lc, beta
+
+def _sem(values: np.ndarray) -> float | None:
+    """Standard error of the mean (ddof=1), as AlpacaEval's standard_error and lc_standard_error."""
+    return float(100 * np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
+
+
+def _glm(method: str, coef: np.ndarray) -> dict:
+    """Coefficients by name; `length` is on tanh of candidate-minus-baseline length (> 0: longer wins)."""
+    terms = ("length", "difficulty", "model") if method != MINIMAL else ("length", "model")
+    out = dict(zip(terms, map(float, coef)))
+    out["length"] = -out["length"]
+    return out
 
 
 def bootstrap_counts(groups: Sequence[str], n_boot: int, seed: int, label: str = "") -> dict[str, np.ndarray]:
@@ -156,31 +253,48 @@ def percentile_interval(values: np.ndarray) -> list[float] | None:
     return [float(lo), float(hi)]
 
 
-def summarize(ann: Annotations, counts: Mapping[str, np.ndarray] | None = None, ridge: float = RIDGE) -> dict:
-    """WR and LC (percent) of one language with percentile-bootstrap intervals over instructions.
+def _replicates(ann: Annotations, weights: np.ndarray, gamed: GamedBaselines | None, C: float,
+                chunk: int = 250) -> dict:
+    """WR and LC of each resample (rows of `weights`, (B, n)), refitted at the penalty C; nan if empty."""
+    y = np.asarray(ann.preference, dtype=float)
+    wr, lc = np.full(len(weights), np.nan), np.full(len(weights), np.nan)
+    usable = np.flatnonzero(weights.sum(axis=1) > 0)
+    for start in range(0, len(usable), chunk):  # bounds memory: B x rows x 3 floats per chunk
+        rows = usable[start:start + chunk]
+        w = weights[rows]
+        wr[rows] = 100.0 * (w * y).sum(axis=1) / w.sum(axis=1)
+        lc[rows] = _lc(ann, w, fit_batched(*_training_rows(ann, w, gamed), C))[0]
+    return {"win_rate": wr, "lc_win_rate": lc}
 
-    `counts` come from `bootstrap_counts` over (at least) this language's groups; None = no intervals.
-    Also returns the bootstrap replicates (`_boot`) so that averages over languages get intervals.
+
+def summarize(ann: Annotations, counts: Mapping[str, np.ndarray] | None = None,
+              gamed: GamedBaselines | None = None, method: str = V1) -> dict:
+    """WR and LC (percent) of one language, AlpacaEval's standard errors, percentile-bootstrap intervals.
+
+    LC is `method`: by default AlpacaEval 2.0's length_controlled_v1, which needs `gamed` and
+    `ann.difficulty`; the substitutes (NOREG, MINIMAL) only when asked for (`check_method`). `counts` come from `bootstrap_counts` over (at least) this language's
+    groups; None = no intervals. The bootstrap replicates (`_boot`) give averages over languages
+    theirs. AlpacaEval's standard errors are the standard errors of the mean over annotations of
+    the preferences (WR) and of the fitted preferences at length difference 0 (LC, the fit held fixed).
     """
+    check_method(method, ann, gamed)
     n = len(ann.preference)
+    out = {"annotations": n, "groups": len(set(ann.group)), "lc_method": method, "win_rate": None, "win_rate_ci": None,
+           "lc_win_rate": None, "lc_win_rate_ci": None, "alpacaeval_standard_error": None,
+           "alpacaeval_lc_standard_error": None, "glm": None, "glm_penalty_C": None, "_boot": None}
     if n == 0:
-        return {"annotations": 0, "win_rate": None, "win_rate_ci": None, "lc_win_rate": None, "lc_win_rate_ci": None,
-                "glm": None, "_boot": None}
-    wr, lc, beta = win_rates(ann, np.ones((1, n)), ridge)
-    out = {"annotations": n, "groups": len(set(ann.group)), "win_rate": float(wr[0]),
-           "lc_win_rate": float(lc[0]), "glm": dict(zip(TERMS, map(float, beta[0])))}
-    boot = None
-    if counts is not None:
-        weights = np.stack([counts[g] for g in ann.group], axis=1)  # (B, n)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            usable = weights.sum(axis=1) > 0
-            bwr, blc = np.full(len(weights), np.nan), np.full(len(weights), np.nan)
-            if usable.any():
-                bwr[usable], blc[usable], _ = win_rates(ann, weights[usable], ridge)
-        boot = {"win_rate": bwr, "lc_win_rate": blc}
-    out["win_rate_ci"] = percentile_interval(boot["win_rate"]) if boot else None
-    out["lc_win_rate_ci"] = percentile_interval(boot["lc_win_rate"]) if boot else None
-    out["_boot"] = boot
+        return out
+    ones = np.ones((1, n))
+    y = np.asarray(ann.preference, dtype=float)
+    X, labels, w = _training_rows(ann, ones, gamed)
+    coef, C = fit_cv(X[0], labels, w[0])
+    lc, predicted = (v[0] for v in _lc(ann, ones, coef[None]))
+    boot = None if counts is None else _replicates(ann, np.stack([counts[g] for g in ann.group], axis=1), gamed, C)
+    out.update(win_rate=100.0 * float(y.mean()), lc_win_rate=float(lc), alpacaeval_standard_error=_sem(y),
+               alpacaeval_lc_standard_error=_sem(predicted), glm=_glm(method, coef), glm_penalty_C=C, _boot=boot)
+    if boot:
+        out.update(win_rate_ci=percentile_interval(boot["win_rate"]),
+                   lc_win_rate_ci=percentile_interval(boot["lc_win_rate"]))
     return out
 
 

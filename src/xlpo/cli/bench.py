@@ -255,9 +255,10 @@ def xalpacaeval(
     temperature: Annotated[float, typer.Option("--temperature", min=0, help="Sampling temperature (ICR authors: 0.6).")] = 0.6,
     top_p: Annotated[float, typer.Option("--top-p", min=0, max=1, help="Nucleus sampling (ICR authors: 0.9).")] = 0.9,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Answer tokens (ICR authors: 2048).")] = 2048,
-    instruction_difficulty: Annotated[Optional[Path], typer.Option(
-        "--instruction-difficulty", help="CSV with columns id,difficulty: adds AlpacaEval's instruction-difficulty "
-                                         "term to the LC model.")] = None,
+    lc_files: Annotated[Optional[str], typer.Option(
+        "--lc-files", help="AlpacaEval's df_gamed.csv (or its folder), which AlpacaEval 2.0's LC needs, or the Hub id "
+                           "tatsu-lab/alpaca_eval to download it once into xlpo's cache; default: xlpo's cache, no "
+                           "network (without a copy, LC is the labelled LC-minimal).")] = None,
     bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for the 95% intervals "
                                            "(0 = no intervals).")] = 1000,
     generate_only: Annotated[bool, typer.Option("--generate-only", help="Only generate the answers; judge later.")] = False,
@@ -276,6 +277,6 @@ def xalpacaeval(
                                     languages=split_languages(languages, bench.PAPER_LANGUAGES), limit=limit,
                                     temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
                                     orders=orders, judge_max_tokens=judge_max_tokens, judge_logprobs=judge_logprobs,
-                                    difficulty_path=instruction_difficulty, n_boot=bootstrap,
+                                    lc_files=lc_files, n_boot=bootstrap,
                                     echo=lambda line: typer.echo(line, err=True))
     print_results(bench.table, results, out)

@@ -12,7 +12,9 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from xlpo.config import Section, load_raw, validate as validate_schema
+import yaml
+
+from xlpo.config import Section, config_file, load_raw, validate as validate_schema
 from xlpo.errors import UserError
 from xlpo.icr.prompts import language_name
 from xlpo.icr.reward import REWARD_KINDS
@@ -76,6 +78,8 @@ class SamplingSection(Section):
     chunk_size: int = Field(64, gt=0, description="Prompts per saved part: a killed run redoes at most one part per language.")
     max_model_len: int | None = Field(None, gt=0, description="vLLM: longest prompt + response the engine plans for (default: the model's whole context; Llama-3.1's 128k does not fit a 24 GB card, so set e.g. 4096).")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM: share of the GPU's memory the engine may take for weights and KV cache.")
+    processes: int = Field(1, gt=0, description="Worker processes that sample, translate and score, each over its share of the chunks (one engine per worker, on GPUs of its own: tensor_parallel_size each); 1 = in the driver. The result does not depend on it (each chunk has its own seed).")
+    tensor_parallel_size: int = Field(1, gt=0, description="vLLM: GPUs per engine (tensor parallelism); each worker process sees this many GPUs.")
 
 
 class RewardSection(Section):
@@ -101,6 +105,12 @@ class StatsSection(Section):
     seed: int = Field(0, description="Seed for choosing the judged pairs and their answer order.")
 
 
+class TrainLaunchSection(Section):
+    config: str | None = Field(None, description="Train each iteration in processes of its own: `accelerate launch --config_file CONFIG -m xlpo train`, CONFIG a shipped launcher (accelerate/ddp, accelerate/deepspeed-zero2, accelerate/deepspeed-zero3, accelerate/fsdp2) or an accelerate config file; default: in the driver's process.")
+    num_processes: int = Field(1, gt=0, description="Processes (GPUs) of the launched training. train.training.batch_size is per process: the global batch is batch_size x grad_accum x num_processes.")
+    main_process_port: int | None = Field(None, gt=0, lt=65536, description="Port of the launched processes' rendezvous on 127.0.0.1 (default: a free one).")
+
+
 class ICRConfig(Section):
     run_dir: str = Field("runs/icr", description="Run directory: every artifact goes under run_dir/iter-<t>/; finished stages found there are reused.")
     iterations: int = Field(2, gt=0, description="Iterations T.")
@@ -112,11 +122,14 @@ class ICRConfig(Section):
     reward: RewardSection = Field(default_factory=RewardSection)
     train: IterationTrain = Field(default_factory=_default_train, description="Training config of every iteration (loss, lora, data formatting, training); model and data.train are set per iteration.")
     stats: StatsSection = Field(default_factory=StatsSection)
+    train_launch: TrainLaunchSection = Field(default_factory=TrainLaunchSection, description="How each iteration's training runs: in this process (default) or under `accelerate launch`.")
 
     @model_validator(mode="after")
     def _checks(self):
         if self.init.pairs and self.policy.adapter:
             raise ValueError("init.pairs and policy.adapter are both set: the initial policy is either given or trained")
+        if self.train_launch.num_processes > 1 and self.train_launch.config is None:
+            raise ValueError("train_launch.num_processes > 1 needs train_launch.config (the accelerate launcher)")
         if self.reward.alpha_start >= self.reward.alpha_stop:
             raise ValueError("reward.alpha_start must be below reward.alpha_stop")
         return self
@@ -148,6 +161,23 @@ def iteration_train_config(config: ICRConfig, *, policy: ModelSpec, data: str | 
     return derive_train_config(*sections, prefix="init.train: " if iteration_zero else "train: ", reference=reference)
 
 
+def launcher_file(setting: str) -> Path:
+    """The accelerate config train_launch.config names (a file, or a shipped launcher such as accelerate/ddp),
+    checked to be one: a mapping with a distributed_type."""
+    try:
+        path = config_file(setting)
+    except UserError as exc:
+        raise UserError(f"config: train_launch.config: {exc}") from None
+    try:
+        launcher = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        raise UserError(f"config: train_launch.config: {path} is not valid YAML") from None
+    if not isinstance(launcher, dict) or "distributed_type" not in launcher:
+        raise UserError(f"config: train_launch.config: {path} is not an accelerate config (no distributed_type); "
+                        "name a shipped one (accelerate/ddp, accelerate/deepspeed-zero3, ...) or `accelerate config`'s file")
+    return path
+
+
 def validate(config: ICRConfig) -> ICRConfig:
     """Checks that need more than one field: fail now, not after an hour of sampling."""
     for keys, why in _FIXED_TRAIN_KEYS.items():
@@ -160,6 +190,8 @@ def validate(config: ICRConfig) -> ICRConfig:
         language_name(lang, config.prompts.language_names)
     if config.chat_format() == "none":
         raise UserError("config: train.data.chat_format: ICR samples chat responses; use 'tokenizer' or 'zephyr'")
+    if config.train_launch.config is not None:
+        launcher_file(config.train_launch.config)
     start = ModelSpec(config.policy.name_or_path)
     iteration_train_config(config, policy=start, data="pairs.jsonl", output_dir="train")
     if config.init.pairs:

@@ -24,7 +24,9 @@ from xlpo.fileio import check_output_dir, read_json, read_jsonl, write_json, wri
 from xlpo.icr import response_logps, sample
 from xlpo.icr import reward as rw
 from xlpo.icr.config import ICRConfig, iteration_train_config
+from xlpo.icr.launch import check_launch, launch_training
 from xlpo.icr.policies import Models
+from xlpo.icr.workers import check_workers, run_workers
 from xlpo.icr.prompts import LANGUAGE_NAMES, Prompt, crosslingual_instruction, load_parallel_prompts
 from xlpo.icr.rundir import IterationDir, check_run_dir, write_in_parts
 from xlpo.icr.stats import identify_languages, iteration_stats, judge_requests, read_judge_labels, run_judge
@@ -55,7 +57,7 @@ class ICRRun:
         self.initial_reference = ModelSpec(config.reference_path())
 
     # -- bookkeeping ------------------------------------------------------------------------------
-    def _read_inputs(self) -> dict[str, list[Prompt]]:
+    def read_inputs(self) -> dict[str, list[Prompt]]:
         """The prompts, read and checked, and a check of every other input the run will need."""
         cfg = self.config
         check_output_dir(self.run_dir, "run_dir")
@@ -97,7 +99,9 @@ class ICRRun:
 
     # -- entry point ------------------------------------------------------------------------------
     def run(self) -> RunResult:
-        prompts = self._read_inputs()  # every input checked before the run directory gets a file
+        check_launch(self.config)
+        check_workers(self.config)
+        prompts = self.read_inputs()  # every input checked before the run directory gets a file
         check_run_dir(self.config, self.run_dir)
         if self.config.init.pairs:
             self._init_stage()
@@ -131,7 +135,7 @@ class ICRRun:
             if not it.samples.is_file():
                 self._timed(it, "sample", self._sample_stage, it, models, prompts)
             if "translate" in self.kinds and not it.translations.is_file():
-                self._timed(it, "translate", self._translate_stage, it, models)
+                self._timed(it, "translate", self._translate_stage, it, models, prompts)
             models.release_generator()
             if not it.scores.is_file():
                 self._timed(it, "score", self._score_stage, it, models, prompts)
@@ -171,16 +175,39 @@ class ICRRun:
     def _settings(self):
         return sample.generation_settings(self.config.sampling)
 
+    def _in_parts(self, stage: str, target: Path, it: IterationDir, models: Models, prompts: dict[str, list[Prompt]]) -> None:
+        """A stage written in parts: in this process, or over `sampling.processes` worker processes."""
+        work, units = self.stage_work(stage, it, models, prompts)
+        elsewhere = None
+        if self.config.sampling.processes > 1:
+            def elsewhere(todo, total):
+                run_workers(self.config, it, stage, models.spec, models.reference_spec, todo, total, self.log)
+        write_in_parts(it, stage, target, work, units, elsewhere)
+
+    def stage_work(self, stage: str, it: IterationDir, models: Models, prompts: dict[str, list[Prompt]]):
+        """(work(lang, chunk index, items) -> rows, {lang: chunks}) of the stage `sample`, `translate` or `score`."""
+        return {"sample": self._sample_work, "translate": self._translate_work, "score": self._score_work}[stage](
+            it, models, prompts)
+
     def _sample_stage(self, it: IterationDir, models: Models, prompts: dict[str, list[Prompt]]) -> None:
+        self._in_parts("sample", it.samples, it, models, prompts)
+
+    def _translate_stage(self, it: IterationDir, models: Models, prompts: dict[str, list[Prompt]]) -> None:
+        self._in_parts("translate", it.translations, it, models, prompts)
+
+    def _score_stage(self, it: IterationDir, models: Models, prompts: dict[str, list[Prompt]]) -> None:
+        self._in_parts("score", it.scores, it, models, prompts)
+
+    def _sample_work(self, it: IterationDir, models: Models, prompts: dict[str, list[Prompt]]):
         settings = self._settings()
 
         def work(lang, k, chunk):
             seed = sample.chunk_seed(settings.seed, it.t, lang, k)
             return sample.sample_responses(models.generator(), models.encoder, chunk, replace(settings, seed=seed))
 
-        write_in_parts(it, "sample", it.samples, work, {lang: self._chunks(p) for lang, p in prompts.items()})
+        return work, {lang: self._chunks(p) for lang, p in prompts.items()}
 
-    def _translate_stage(self, it: IterationDir, models: Models) -> None:
+    def _translate_work(self, it: IterationDir, models: Models, prompts: dict[str, list[Prompt]]):
         samples = read_jsonl(it.samples)
         limit = self.config.reward.translate_max_new_tokens or self.config.sampling.max_new_tokens
         settings = replace(self._settings(), max_new_tokens=limit)
@@ -189,15 +216,12 @@ class ICRRun:
             rows = [r for r in samples if r["lang"] == lang]
             size = self.config.sampling.chunk_size
             units[lang] = [rows[i:i + size] for i in range(0, len(rows), size)]
-        write_in_parts(it, "translate", it.translations, lambda lang, k, rows: sample.translate_responses(
-            models.generator(), models.encoder, rows, settings), units)
+        return lambda lang, k, rows: sample.translate_responses(models.generator(), models.encoder, rows, settings), units
 
-    def _score_stage(self, it: IterationDir, models: Models, prompts: dict[str, list[Prompt]]) -> None:
+    def _score_work(self, it: IterationDir, models: Models, prompts: dict[str, list[Prompt]]):
         samples = {r["id"]: r for r in read_jsonl(it.samples)}
         translations = {r["id"]: r for r in read_jsonl(it.translations)} if it.translations.is_file() else {}
         rcfg = self.config.reward
-        pad_id = models.tokenizer.pad_token_id
-        encoder = models.encoder
 
         def inputs(prompt: Prompt, kind: str) -> tuple[str, list[str]]:
             row = samples[prompt.id]
@@ -208,6 +232,7 @@ class ICRRun:
             return prompt.english, translations[prompt.id]["translations"]
 
         def work(lang, k, chunk):
+            pad_id, encoder = models.tokenizer.pad_token_id, models.encoder
             out = []
             for prompt in chunk:
                 encoded = {}
@@ -229,7 +254,7 @@ class ICRRun:
                             "chars": [len(y) for y in samples[prompt.id]["responses"]], "scores": scores})
             return out
 
-        write_in_parts(it, "score", it.scores, work, {lang: self._chunks(p) for lang, p in prompts.items()})
+        return work, {lang: self._chunks(p) for lang, p in prompts.items()}
 
     def _alpha_stage(self, it: IterationDir) -> None:
         rcfg = self.config.reward
@@ -295,8 +320,13 @@ class ICRRun:
 
     def _run_trainer(self, train_cfg) -> None:
         run = TrainRun(train_cfg.training.output_dir)
-        self.log(f"  train: {train_cfg.loss.name} on {train_cfg.data.train} -> {run.dir}")
-        train(train_cfg, resume=run.resumable)
+        launch = self.config.train_launch
+        where = f" ({launch.config} x {launch.num_processes})" if launch.config else ""
+        self.log(f"  train: {train_cfg.loss.name} on {train_cfg.data.train} -> {run.dir}{where}")
+        if launch.config:
+            launch_training(train_cfg, launch, resume=run.resumable)
+        else:
+            train(train_cfg, resume=run.resumable)
 
     def _stats_stage(self, it: IterationDir) -> None:
         write_json(it.stats, compute_stats(self.config, it, self.judge))

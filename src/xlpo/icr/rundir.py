@@ -18,7 +18,9 @@ from xlpo.versions import library_versions
 
 # Keys that may change between runs of one run directory: they do not change any result.
 _FREE_KEYS = {("run_dir",), ("iterations",), ("stats",), ("sampling", "batch_size"), ("sampling", "backend"),
-              ("sampling", "gpu_memory_utilization"), ("reward", "batch_size"), ("reward", "logit_chunk_size")}
+              ("sampling", "gpu_memory_utilization"), ("sampling", "processes"), ("sampling", "tensor_parallel_size"),
+              ("reward", "batch_size"), ("reward", "logit_chunk_size"), ("train_launch", "config"),
+              ("train_launch", "main_process_port")}
 
 
 class IterationDir:
@@ -49,6 +51,8 @@ def check_run_dir(config: ICRConfig, run_dir: Path) -> None:
     current = config.model_dump(mode="json")
     if saved.is_file():
         previous = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+        # Runs from before train_launch existed trained in the driver's process: the default.
+        previous.setdefault("train_launch", ICRConfig().train_launch.model_dump(mode="json"))
         diff = _first_difference(previous, current)
         if diff is not None:
             raise UserError(f"{run_dir}: holds a run made with a different {diff}; use another run_dir "
@@ -75,15 +79,24 @@ def _first_difference(old: dict, new: dict, prefix: tuple = ()) -> str | None:
     return None
 
 
+def part_file(it: IterationDir, stage: str, lang: str, k: int) -> Path:
+    """The saved part of one unit (a language's k-th chunk) of a stage written in parts."""
+    return it.parts(stage) / f"{lang}-{k:05d}.jsonl"
+
+
 def write_in_parts(it: IterationDir, stage: str, target: Path, work: Callable[[str, int, list], list[dict]],
-                   units: dict[str, list[list]]) -> None:
+                   units: dict[str, list[list]], elsewhere: Callable[[list[tuple[str, int]], int], None] | None = None) -> None:
     """Run `work(lang, chunk index, items)` for every unit whose part file is missing, then join the
-    parts into `target`: a killed stage redoes at most one part."""
+    parts into `target` in their fixed order: a killed stage redoes at most one part. With `elsewhere`,
+    `elsewhere(missing (lang, index) units, total prompts)` writes the missing parts instead (worker processes)."""
     parts_dir = it.parts(stage)
-    part = {(lang, k): parts_dir / f"{lang}-{k:05d}.jsonl" for lang, chunks in units.items() for k in range(len(chunks))}
+    part = {(lang, k): part_file(it, stage, lang, k) for lang, chunks in units.items() for k in range(len(chunks))}
     total = sum(len(items) for chunks in units.values() for items in chunks)
     todo = [(lang, k, items) for lang, chunks in units.items() for k, items in enumerate(chunks)
             if not part[lang, k].is_file()]
+    if todo and elsewhere is not None:
+        elsewhere([(lang, k) for lang, k, _ in todo], len(part))
+        todo = []
     with Progress(f"iteration {it.t} {stage}", total, "prompts", start=total - sum(len(i) for _, _, i in todo),
                   enabled=bool(todo)) as progress:
         for lang, k, items in todo:

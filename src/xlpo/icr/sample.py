@@ -25,7 +25,8 @@ def generation_settings(sampling) -> GenerationSettings:
 
 def engine_settings(sampling) -> VLLMSettings:
     """The vLLM engine settings of the config's `sampling` section."""
-    return VLLMSettings(max_model_len=sampling.max_model_len, gpu_memory_utilization=sampling.gpu_memory_utilization)
+    return VLLMSettings(max_model_len=sampling.max_model_len, gpu_memory_utilization=sampling.gpu_memory_utilization,
+                        tensor_parallel_size=sampling.tensor_parallel_size)
 
 
 def chunk_seed(seed: int, iteration: int, lang: str, chunk: int) -> int:

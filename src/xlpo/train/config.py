@@ -98,6 +98,7 @@ class TrainingSection(Section):
     share_prompt: bool = Field(True, description="Compute each pair's prompt once: chosen and rejected share one row through an attention mask (a quarter to a third fewer tokens when prompts are as long as answers). Falls back to a row each where the model's attention cannot take such a mask (e.g. flash-attention). With LoRA dropout, chosen and rejected see one dropout draw on the prompt.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
     logit_chunk_size: int | None = Field(None, gt=0, description="Completion tokens per output-layer chunk; default from the vocabulary size (~128 MB of logits).")
+    reduce_dtype: Literal["auto", "float32"] = Field("auto", description="FSDP2 under bf16/fp16 compute: the dtype gradients are summed across processes in. auto: the compute dtype, as Accelerate's FSDP2 policy does (half the traffic); float32: fp32 sums (twice the gradient traffic; see docs/training.md for how far the two drift). Other backends: DDP sums fp32 gradients anyway; DeepSpeed sums in its config's communication_data_type (by default the compute dtype).")
     save_steps: int = Field(0, ge=0, description="Write a resumable checkpoint every N steps (0: none).")
     keep_checkpoints: int = Field(1, gt=0, description="How many recent checkpoints to keep.")
     logging_steps: int = Field(1, gt=0, description="Log metrics every N steps.")

@@ -22,10 +22,11 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import (DistributedType, broadcast_object_list, convert_outputs_to_fp32, fsdp2_prepare_model,
                                get_mixed_precision_context_manager)
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-from transformers.integrations import unset_hf_deepspeed_config
+from torch.distributed.fsdp import MixedPrecisionPolicy
 
 from xlpo.errors import UserError
-from xlpo.models import mixed_precision
+from xlpo.models import is_peft, load_model, mixed_precision, resolve_model_path
+from xlpo.train import shards
 
 _SHARDED_LAUNCHERS = {"ACCELERATE_USE_DEEPSPEED": "DeepSpeed", "ACCELERATE_USE_FSDP": "FSDP"}
 
@@ -93,22 +94,62 @@ def configure_deepspeed(acc: Accelerator, batch_size: int, grad_accum: int, max_
         ds[key] = value
 
 
-@contextlib.contextmanager
-def loading_weights(acc: Accelerator) -> Iterator[None]:
-    """Load weights whole unless DeepSpeed's zero3_init asks for each process to load only its shard.
+def configure_fsdp(acc: Accelerator, reduce_dtype: str) -> None:
+    """FSDP2's mixed-precision policy for this run, set before any model is sharded (training.reduce_dtype).
 
-    accelerate 1.15 hands its DeepSpeed config to transformers for every ZeRO-3 run, and transformers
-    then shards the weights while loading even with `zero3_init_flag: false`.
+    Accelerate's policy for bf16 computes in bf16 (each layer's fp32 shards gathered as bf16), sums
+    gradients in bf16 and casts every sharded module's output to bf16. xlpo keeps the first, sums in
+    the compute dtype or fp32 as asked, and leaves outputs alone: the chunked output head returns fp32
+    log-probs, which a bf16 cast would round to about 3 significant digits.
     """
-    plugin = acc.state.deepspeed_plugin if is_deepspeed(acc) else None
-    if plugin is None or plugin.zero_stage != 3 or plugin.is_zero3_init_enabled():
-        yield
+    if not acc.is_fsdp2 or acc.mixed_precision == "no":
         return
-    unset_hf_deepspeed_config()
+    compute = {"bf16": torch.bfloat16, "fp16": torch.float16}[acc.mixed_precision]
+    acc.state.fsdp_plugin.mixed_precision_policy = MixedPrecisionPolicy(
+        param_dtype=compute, reduce_dtype=torch.float32 if reduce_dtype == "float32" else compute)
+
+
+def starting_fp32_values(acc: Accelerator, model, name_or_path: str):
+    """Before `prepare` under DeepSpeed with bf16/fp16 compute: where the fp32 master weights must start from.
+
+    DeepSpeed rounds the module's weights to the compute dtype (while loading under ZeRO-3, in `prepare`
+    otherwise) and copies its fp32 masters from the rounded values. Weights from the checkpoint are read
+    again from it after `prepare` (only where the file holds more than the compute dtype keeps); weights
+    that are not in it (adapters) are kept now, in fp32 on the CPU. Returns name -> fp32 value or None.
+    """
+    if not is_deepspeed(acc) or acc.mixed_precision == "no":
+        return None
     try:
-        yield
-    finally:
-        plugin.set_deepspeed_weakref()
+        checkpoint = shards.Checkpoint(resolve_model_path(name_or_path))
+    except UserError:
+        checkpoint = None
+        if not is_peft(model):  # no safetensors: full fine-tuning's masters start rounded (docs/training.md)
+            return None
+    compute = {"bf16": "BF16", "fp16": "F16"}[acc.mixed_precision]
+    kept = {name: param.detach().float().cpu().clone() for name, param in model.named_parameters()
+            if param.requires_grad and not hasattr(param, "ds_id")
+            and (checkpoint is None or shards.checkpoint_key(name) not in checkpoint)}
+
+    def value(name: str) -> torch.Tensor | None:
+        key = shards.checkpoint_key(name)
+        if name in kept:
+            return kept[name]
+        if checkpoint is None or key not in checkpoint or checkpoint.dtype(key) == compute:
+            return None
+        return checkpoint.read(key).float()
+
+    return value
+
+
+def load_fp32_masters(acc: Accelerator, model, values) -> None:
+    """After DeepSpeed's `prepare`: start its fp32 master weights from `values` (see starting_fp32_values)."""
+    if values is None:
+        return
+    from deepspeed.utils import safe_set_full_fp32_param
+
+    for name, param in acc.unwrap_model(model).named_parameters():
+        if param.requires_grad and (value := values(name)) is not None:
+            safe_set_full_fp32_param(param, value.to(acc.device))
 
 
 def backward_kwargs(acc: Accelerator) -> dict:
@@ -129,15 +170,33 @@ def shards_weights(acc: Accelerator) -> bool:
     return acc.is_fsdp2 or (is_deepspeed(acc) and acc.state.deepspeed_plugin.zero_stage == 3)
 
 
-def is_partitioned(model) -> bool:
-    """Whether DeepSpeed's zero3_init left each process only a shard of `model`'s weights as it loaded."""
-    return any(hasattr(p, "ds_id") for p in model.parameters())
+def load_weights(acc: Accelerator, name_or_path: str, dtype: str, trust_remote_code: bool = False,
+                 attn_implementation: str | None = None):
+    """A model to train or to use as a reference, never whole in one process where the backend shards weights.
 
-
-def place(model, device: torch.device) -> None:
-    """Move whole weights to `device`; weights that zero3_init partitioned are already where DeepSpeed put them."""
+    ZeRO-3: DeepSpeed's zero.Init partitions the weights as transformers loads them (Accelerate hands
+    transformers its DeepSpeed config for every ZeRO-3 run, whatever zero3_init_flag says). FSDP2: a
+    skeleton on the meta device, sharded and filled from the checkpoint by `shard_loaded`. Otherwise
+    the whole model, on this process's device.
+    """
+    if acc.is_fsdp2:
+        return shards.skeleton(name_or_path, dtype, trust_remote_code, attn_implementation)
+    model = load_model(name_or_path, dtype, trust_remote_code, attn_implementation)
     if not is_partitioned(model):
-        model.to(device)
+        model.to(acc.device)
+    return model
+
+
+def shard_loaded(acc: Accelerator, model):
+    """An FSDP2 skeleton sharded and filled with this process's rows of its weights (collective); any other
+    model as it is. Before the optimizer sees the weights: it must see the sharded ones."""
+    return shards.shard(acc, model) if shards.is_skeleton(model) else model
+
+
+def is_partitioned(model) -> bool:
+    """Whether this process holds only part of `model`'s weights, or none yet: partitioned by DeepSpeed's
+    zero.Init, sharded by FSDP2, or an FSDP2 skeleton still on the meta device."""
+    return any(hasattr(p, "ds_id") or p.is_meta or hasattr(p, "device_mesh") for p in model.parameters())
 
 
 def prepare_frozen(acc: Accelerator, model):
@@ -150,7 +209,7 @@ def prepare_frozen(acc: Accelerator, model):
     if is_deepspeed(acc):
         return _deepspeed_inference(acc, model)
     if acc.is_fsdp2:
-        return fsdp2_prepare_model(acc, model)
+        return fsdp2_prepare_model(acc, shard_loaded(acc, model))
     if acc.native_amp:
         autocast = get_mixed_precision_context_manager(acc.native_amp, acc.autocast_handler)
         model.forward = convert_outputs_to_fp32(autocast(model.forward))
@@ -183,6 +242,15 @@ def whole_parameters(params: list[torch.nn.Parameter]) -> Iterator[None]:
 
     with deepspeed.zero.GatheredParameters(partitioned):
         yield
+
+
+def whole_tensors(model, names: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, whole tensor) for some of `model`'s tensors, one at a time: gathered where ZeRO-3 partitioned
+    them (collective), read from the checkpoint where an FSDP2 skeleton has no values yet."""
+    state = model.state_dict(keep_vars=True)
+    for name in names:
+        with whole_parameters([state[name]]):
+            yield name, shards.whole_tensor(model, name, state[name])
 
 
 def gather_state_dict(acc: Accelerator, model, trainable_only: bool) -> dict[str, torch.Tensor]:

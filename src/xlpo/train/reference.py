@@ -20,25 +20,21 @@ from safetensors.torch import load_file, save_file
 
 from xlpo.fileio import atomic_path
 from xlpo.models import (AttachedReference, adapter_hash, attach_reference, cache_root, frozen_copy, is_peft,
-                         load_adapter, load_model, resolve_dtype, training_load_dtype)
+                         load_adapter, resolve_dtype, training_load_dtype)
 from xlpo.pair_logps import score_pairs
-from xlpo.train.distributed import all_processes, is_partitioned, place, prepare_frozen, whole_parameters
+from xlpo.train.distributed import all_processes, is_partitioned, prepare_frozen, whole_tensors
 from xlpo.progress import Progress
 
 
 def model_fingerprint(model, name_or_path: str) -> str:
     """Name, config and a hash of the first, middle and last weight tensors: cheap, and changes with the
-    weights. Collective where zero3_init partitioned the weights: each is hashed whole, gathered."""
+    weights. Collective where ZeRO-3 partitioned the weights: each is hashed whole, gathered (an FSDP2
+    skeleton's are read from its checkpoint)."""
     h = hashlib.sha256(name_or_path.encode())
     h.update(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
-    state = model.state_dict()
-    names = list(state)
-    picked = [names[0], names[len(names) // 2], names[-1]]
-    params = dict(model.named_parameters(remove_duplicate=False))
-    with whole_parameters([params[name] for name in picked if name in params]):
-        for name in picked:
-            tensor = params.get(name, state[name])
-            h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    names = list(model.state_dict())
+    for _, tensor in whole_tensors(model, [names[0], names[len(names) // 2], names[-1]]):
+        h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:24]
 
 
@@ -73,11 +69,12 @@ class Reference(AttachedReference):
         self.separate = None
 
 
-def build_reference(config, policy, base_fingerprint: str, live: bool) -> Reference:
+def build_reference(config, policy, base_fingerprint: str, live: bool, load) -> Reference:
     """The reference `config` asks for, attached to `policy` (already wrapped in LoRA when LoRA trains).
 
     `base_fingerprint` is that of the policy's starting base weights (taken before LoRA wrapped them);
-    `live`: the loop will run the reference during training, not only once up front.
+    `live`: the loop will run the reference during training, not only once up front; `load(name_or_path,
+    dtype)`: a model loaded as the policy was (whole on this process's device, or partitioned/sharded).
     """
     m, spec = config.model, config.reference_spec()
     same_base = spec.base == m.name_or_path
@@ -86,18 +83,17 @@ def build_reference(config, policy, base_fingerprint: str, live: bool) -> Refere
     def load_separate(spec):
         nonlocal fingerprint
         if same_base:
-            base = _starting_weights(policy, config)
+            base = _starting_weights(policy, config, load)
         else:
-            base = load_model(spec.base, m.dtype, m.trust_remote_code, m.attn_implementation)
+            base = load(spec.base, m.dtype)
             fingerprint = model_fingerprint(base, spec.base)
         separate = load_adapter(base, spec.adapter) if spec.adapter else base
         separate.requires_grad_(False)
-        place(separate, next(policy.parameters()).device)
         return separate
 
     if same_base and spec.adapter is None and not is_peft(policy):
         # Full fine-tuning: the policy itself is the reference until its first update.
-        attached = AttachedReference(_starting_weights(policy, config) if live else policy, None,
+        attached = AttachedReference(_starting_weights(policy, config, load) if live else policy, None,
                                      "a frozen copy of the starting weights")
     else:
         attached = attach_reference(policy, m.name_or_path, spec, load_separate)
@@ -107,14 +103,13 @@ def build_reference(config, policy, base_fingerprint: str, live: bool) -> Refere
                      {"name_or_path": spec.base, "adapter": spec.adapter, "loaded_as": attached.loaded_as})
 
 
-def _starting_weights(policy, config):
-    """A frozen copy of the full fine-tuning policy's starting weights: copied in memory, or loaded again
-    where zero3_init left each process only a shard of them (a copy would hold the shards alone)."""
+def _starting_weights(policy, config, load):
+    """A frozen copy of the full fine-tuning policy's starting weights: copied in memory, or, where each process
+    holds only part of them (ZeRO-3, FSDP2), loaded again the same way: never whole in one process."""
     if not is_partitioned(policy):
         return frozen_copy(policy)
     m = config.model
-    copy = load_model(m.name_or_path, training_load_dtype(m.dtype, full_finetuning=True), m.trust_remote_code,
-                      m.attn_implementation)
+    copy = load(m.name_or_path, training_load_dtype(m.dtype, full_finetuning=True))
     copy.requires_grad_(False)
     return copy.eval()
 

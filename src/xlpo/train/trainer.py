@@ -28,8 +28,8 @@ from xlpo.fileio import atomic_dir, check_output_dir, write_json, write_jsonl, w
 from xlpo.logprobs import completion_logprobs, sequence_logprobs
 from xlpo.losses import SequenceLogps, get_loss, preference_metrics
 from xlpo.model_card import write_card
-from xlpo.models import (apply_lora, disable_dropout, is_peft, load_adapter, load_model, load_tokenizer,
-                         release_memory, training_load_dtype)
+from xlpo.models import (apply_lora, disable_dropout, is_peft, load_adapter, load_tokenizer, release_memory,
+                         training_load_dtype)
 from xlpo.progress import Progress
 from xlpo.train import checkpoint as ckpt
 from xlpo.train import distributed as dist
@@ -112,16 +112,15 @@ class Trainer:
         self.data_fp = fingerprint(self.pairs)
         self.languages = sorted({p.lang for p in self.pairs if p.lang})
         full_finetuning = not (cfg.model.adapter or cfg.lora.enabled)
-        with dist.loading_weights(acc):  # the policy and any reference model it loads
-            model = load_model(cfg.model.name_or_path, training_load_dtype(cfg.model.dtype, full_finetuning),
-                               cfg.model.trust_remote_code, cfg.model.attn_implementation)
-            dist.place(model, acc.device)
-            if cfg.training.disable_dropout:
-                disable_dropout(model)
-            self._choose_layout(model)
-            base_fp = model_fingerprint(model, cfg.model.name_or_path) if self.spec.needs_reference else ""
-            model = self._trainable(model)
-            self._build_reference(model, base_fp)
+        dist.configure_fsdp(acc, cfg.training.reduce_dtype)
+        model = self._load(cfg.model.name_or_path, training_load_dtype(cfg.model.dtype, full_finetuning))
+        if cfg.training.disable_dropout:
+            disable_dropout(model)
+        self._choose_layout(model)
+        base_fp = model_fingerprint(model, cfg.model.name_or_path) if self.spec.needs_reference else ""
+        model = self._trainable(model)
+        self._build_reference(model, base_fp)
+        model = dist.shard_loaded(acc, model)  # FSDP2: sharded now, so that the optimizer gets the shards
         if cfg.training.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if is_peft(model):
@@ -133,12 +132,19 @@ class Trainer:
         self.total_steps = t.max_steps or self.steps_per_epoch * t.epochs
         self.scheduler = _scheduler(cfg, optimizer, self.total_steps)
         dist.configure_deepspeed(acc, t.batch_size, t.grad_accum, t.max_grad_norm)
+        masters = dist.starting_fp32_values(acc, model, cfg.model.name_or_path)
         self.model, self.optimizer = acc.prepare(model, optimizer)
+        dist.load_fp32_masters(acc, self.model, masters)
         # FSDP2 replaces the parameters with sharded ones: clip the ones it trains.
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.backward_kwargs = dist.backward_kwargs(acc)
         self._unregister = ckpt.register(acc, self.scheduler)
         self._ready_reference()
+
+    def _load(self, name_or_path: str, dtype: str):
+        """A model (the policy or a reference) loaded as the backend needs: never whole where it shards weights."""
+        m = self.config.model
+        return dist.load_weights(self.acc, name_or_path, dtype, m.trust_remote_code, m.attn_implementation)
 
     def _trainable(self, model):
         """The model with what trains: the starting adapter, a fresh LoRA adapter, or all weights."""
@@ -157,7 +163,7 @@ class Trainer:
             return
         # KTO's mismatched pairs are scored live even when chosen and rejected are precomputed.
         self.live_reference = not self.config.reference.precompute or self.spec.needs_mismatched
-        self.reference = build_reference(self.config, model, base_fp, self.live_reference)
+        self.reference = build_reference(self.config, model, base_fp, self.live_reference, self._load)
         self.reference_source = "live"
 
     def _ready_reference(self) -> None:

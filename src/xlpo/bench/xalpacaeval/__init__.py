@@ -2,7 +2,8 @@
 
 The candidate answers the 805 AlpacaEval instructions in each language; a judge compares each answer
 with a baseline's using AlpacaEval 2.0's pairwise protocol (`judge`); `xlpo.bench.lc_winrate` turns
-the annotations into WR and LC with 95% intervals. Layout and options: docs/benchmarks.md.
+the annotations into WR and AlpacaEval 2.0's LC with 95% intervals (`lc_files`: the gamed-baseline
+annotations that LC needs). Layout and options: docs/benchmarks.md.
 """
 
 from xlpo.bench.xalpacaeval.data import LANGUAGES, PAPER_LANGUAGES, Instruction, load_instructions, read_answers

@@ -6,7 +6,6 @@ Instructions: `<data>/<lang>.json`, a JSON array of {"id": int, "dataset": str, 
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,24 +168,3 @@ def _answers_from_run(path: Path, instructions: list[Instruction]) -> dict[str, 
         out[ins.key] = row.get("text")
     return out
 
-
-def read_difficulty(path: str | Path, instructions: list[Instruction]) -> dict[int, float]:
-    """Instruction difficulty by id from a CSV with columns `id` and `difficulty` (header required)."""
-    path = Path(path)
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.DictReader(f)
-            if not reader.fieldnames or not {"id", "difficulty"} <= set(reader.fieldnames):
-                raise UserError(f"{path}: expected a CSV header with columns id and difficulty")
-            values = {}
-            for line, row in enumerate(reader, start=2):
-                try:
-                    values[_as_id(row["id"], f"{path}:{line}")] = float(row["difficulty"])
-                except (TypeError, ValueError):
-                    raise UserError(f"{path}:{line}: field 'difficulty': expected a number, got {row['difficulty']!r}") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
-    missing = next((i.id for i in instructions if i.id not in values), None)
-    if missing is not None:
-        raise UserError(f"{path}: no difficulty for instruction id {missing}")
-    return values

@@ -6,6 +6,7 @@ judge_requests.jsonl); annotations.jsonl holds each judgment with the order used
 
 from __future__ import annotations
 
+import importlib.metadata
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -16,9 +17,9 @@ from xlpo.bench import lc_winrate
 from xlpo.bench.common import write_results
 from xlpo.bench.mtbench import derive_seed
 from xlpo.bench.winrate import candidate_position
-from xlpo.bench.xalpacaeval.data import (ANSWERS_FILE, BASELINE_FILE, Instruction, load_instructions, read_answers,
-                                         read_difficulty)
+from xlpo.bench.xalpacaeval.data import ANSWERS_FILE, BASELINE_FILE, Instruction, load_instructions, read_answers
 from xlpo.bench.xalpacaeval.judge import USER_TEMPLATE, judge_request, preference_for_second
+from xlpo.bench.xalpacaeval.lc_files import HUB_REPO, difficulty_of_ids, locate_gamed
 from xlpo.clients.chat import ChatBackend, ChatRequest
 from xlpo.clients.stage import run_requests
 from xlpo.errors import UserError
@@ -78,15 +79,16 @@ def _annotations(instructions, candidate, baseline, plan, replies) -> list[dict]
     return rows
 
 
-def _language_block(lang: str, instructions, candidate, baseline, rows, difficulty, counts) -> dict:
+def _language_block(lang: str, instructions, candidate, baseline, rows, gamed, method, counts) -> dict:
+    """WR and LC of one language; `gamed` = (GamedBaselines, difficulty by AlpacaEval row) or None."""
     mine = [i for i in instructions if i.lang == lang]
     scored = [r for r in rows if r["lang"] == lang and r["preference"] is not None]
     ann = lc_winrate.Annotations(
         preference=np.array([r["preference"] for r in scored], dtype=float),
         delta_chars=np.array([r["candidate_chars"] - r["baseline_chars"] for r in scored], dtype=float),
         group=[str(r["id"]) for r in scored],
-        difficulty=None if difficulty is None else np.array([difficulty[r["id"]] for r in scored], dtype=float))
-    summary = lc_winrate.summarize(ann, counts)
+        difficulty=None if gamed is None else difficulty_of_ids(gamed[1], [r["id"] for r in scored]))
+    summary = lc_winrate.summarize(ann, counts, None if gamed is None else gamed[0], method)
     both = [i for i in mine if candidate[i.key] is not None and baseline[i.key] is not None]
     prefs = [r["preference"] for r in scored]
     sources = Counter(r["source"] for r in rows if r["lang"] == lang)
@@ -112,10 +114,14 @@ def run_xalpacaeval(data_dir: str | Path, out_dir: str | Path, candidate: ChatBa
                     judge: ChatBackend | None = None, languages: list[str], limit: int | None = None,
                     temperature: float = 0.6, top_p: float = 0.9, max_tokens: int = 2048, seed: int = 0,
                     orders: str = "random", judge_max_tokens: int = 1, judge_logprobs: bool = True,
-                    difficulty_path: str | Path | None = None, n_boot: int = 1000,
+                    lc_files: str | Path | None = None, n_boot: int = 1000,
                     echo: Callable[[str], None] | None = print) -> dict:
     """X-AlpacaEval for `candidate` against a baseline (answers in `baseline_dir`, or the `baseline`
-    model), judged by `judge`; without a judge only the answers are produced. Returns results.json."""
+    model), judged by `judge`; without a judge only the answers are produced. Returns results.json.
+
+    LC is AlpacaEval 2.0's when AlpacaEval's df_gamed.csv can be had (`lc_files`: the file or its
+    folder, or the Hub id tatsu-lab/alpaca_eval; None: xlpo's cache, no request; `lc_files.locate_gamed`),
+    else LC-minimal, labelled so."""
     if (baseline_dir is not None and baseline is not None) or (baseline_dir is None and baseline is None and judge):
         raise UserError("give the baseline either as a folder of answers (--baseline) or as a model "
                         "(--baseline-model / --baseline-endpoint), not both or neither")
@@ -124,9 +130,9 @@ def run_xalpacaeval(data_dir: str | Path, out_dir: str | Path, candidate: ChatBa
     out_dir = Path(out_dir)
     instructions = load_instructions(data_dir, languages, limit)
     settings = (temperature, top_p, max_tokens, seed)
-    difficulty = read_difficulty(difficulty_path, instructions) if difficulty_path else None
     # Every input is read and checked before the first answer is generated.
     given = read_answers(baseline_dir, instructions) if baseline_dir is not None else None
+    gamed, lc_source = locate_gamed(lc_files, echo) if judge is not None else (None, {})
     replies = run_requests(out_dir / ANSWERS_FILE, candidate, answer_requests(instructions, *settings),
                            label="candidate answers", echo=echo)
     cand = {k: r.text for k, r in replies.items()}
@@ -157,8 +163,13 @@ def run_xalpacaeval(data_dir: str | Path, out_dir: str | Path, candidate: ChatBa
     write_jsonl(out_dir / "annotations.jsonl", rows)
     counts = lc_winrate.bootstrap_counts([str(i.id) for i in instructions], n_boot, seed, "xalpacaeval") \
         if n_boot else None
-    blocks = {lang: _language_block(lang, instructions, cand, base, rows, difficulty, counts) for lang in languages}
-    average = lc_winrate.average(list(blocks.values()))
+    method = lc_winrate.V1 if gamed is not None else lc_winrate.MINIMAL
+    blocks = {lang: _language_block(lang, instructions, cand, base, rows, gamed, method, counts) for lang in languages}
+    if gamed is None and echo:
+        echo(f"LC: AlpacaEval's df_gamed.csv is not available ({lc_source.get('why')}); reporting "
+             f"{lc_winrate.LABELS[method]}. Give --lc-files {HUB_REPO} to download it once from the Hub, "
+             "or --lc-files PATH (docs/benchmarks.md).")
+    average = {**lc_winrate.average(list(blocks.values())), "lc_method": method}
     for block in blocks.values():
         del block["_boot"]
     for side in ("candidate_chars", "baseline_chars"):
@@ -166,13 +177,21 @@ def run_xalpacaeval(data_dir: str | Path, out_dir: str | Path, candidate: ChatBa
         average[side] = float(np.mean(lengths)) if None not in lengths else None
     config.update({"judge": judge.describe(), "orders": orders, "judge_max_tokens": judge_max_tokens,
                    "judge_logprobs": judge_logprobs, "judge_prompt": USER_TEMPLATE,
-                   "instruction_difficulty": str(difficulty_path) if difficulty_path else None,
                    "bootstrap": {"resamples": n_boot, "seed": seed, "level": lc_winrate.CI_LEVEL,
-                                 "unit": "instruction ids, drawn jointly for every language"},
-                   "lc_glm": {"terms": list(lc_winrate.TERMS[:3 if difficulty else 2]), "ridge": lc_winrate.RIDGE},
-                   "judged": True})
-    results = {"languages": blocks, "average": average}
+                                 "unit": "instruction ids, drawn jointly for every language",
+                                 "lc_refit": "each resample refits the GLM at the L1 penalty chosen on all annotations"},
+                   "lc": _lc_config(method, lc_source), "judged": True})
+    results = {"languages": blocks, "average": average,
+               "lc": {"method": method, "label": lc_winrate.LABELS[method],
+                      "comparable_with_alpacaeval_leaderboard": method == lc_winrate.V1}}
     return read_json(write_results(out_dir, "xalpacaeval", results, config))
+
+
+def _lc_config(method: str, source: dict) -> dict:
+    return {"method": method, "label": lc_winrate.LABELS[method], "gamed_annotations": source or None,
+            "penalty": "L1, C from numpy.logspace(-4, 4, 10) by 5-fold CV grouped by annotation (soft-label log-loss)",
+            "gamed_weight": lc_winrate.GAMED_WEIGHT if method == lc_winrate.V1 else None,
+            "scikit_learn": importlib.metadata.version("scikit-learn")}
 
 
 def _lengths_only(lang: str, instructions, cand: dict, base: dict | None = None) -> dict:
@@ -198,7 +217,9 @@ def table(results: dict) -> tuple[str, list[str], list[list]]:
         rows = [[lang, v["instructions"], v["generation_failed"], v["candidate_chars"], v.get("baseline_chars")]
                 for lang, v in res["languages"].items()]
         return "X-AlpacaEval answers (not judged)", columns, rows
-    columns = ["language", "WR %", "WR 95% CI", "LC %", "LC 95% CI", "cand. chars", "base chars", "judged",
+    method = res.get("lc", {}).get("method", lc_winrate.V1)
+    name = lc_winrate.SHORT_NAMES[method]
+    columns = ["language", "WR %", "WR 95% CI", f"{name} %", f"{name} 95% CI", "cand. chars", "base chars", "judged",
                "unparseable", "failed", "excluded"]
     rows = [[lang, v["win_rate"], _fmt_ci(v["win_rate"], v["win_rate_ci"]), v["lc_win_rate"],
              _fmt_ci(v["lc_win_rate"], v["lc_win_rate_ci"]), v["candidate_chars"], v["baseline_chars"],
@@ -208,5 +229,5 @@ def table(results: dict) -> tuple[str, list[str], list[list]]:
                  _fmt_ci(avg["lc_win_rate"], avg["lc_win_rate_ci"]), avg["candidate_chars"], avg["baseline_chars"], None,
                  None, None, None])
     base = config.get("baseline_answers") or config.get("baseline", {}).get("model", "?")
-    return (f"X-AlpacaEval: win rate (WR) and length-controlled win rate (LC) against {base}, judge "
-            f"{config['judge'].get('model', '?')}"), columns, rows
+    return (f"X-AlpacaEval: win rate (WR) against {base}, judge {config['judge'].get('model', '?')}; "
+            f"{lc_winrate.LABELS[method]}"), columns, rows
