@@ -20,11 +20,10 @@ from pathlib import Path
 import openai
 import torch
 
-from xlpo.bench.serve_engine import BatchingEngine
-from xlpo.bench.serve_generation import BatchGenerator
-from xlpo.bench.server import ChatService, make_server
 from xlpo.fileio import write_json
 from xlpo.generation import make_generator
+from xlpo.serve.app import make_server
+from xlpo.serve.run import Scheduling, build_service
 from xlpo.versions import library_versions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,15 +66,15 @@ class Server:
 
         model.generate = counting
         self.restore = lambda: setattr(model, "generate", original)
-        self.engine = BatchingEngine(BatchGenerator(model, generator.tokenizer), batch_size, max_wait)
-        self.server = make_server(ChatService(self.engine, "bench"), "127.0.0.1", 0)
+        self.service = build_service(generator, "bench", Scheduling(batch_size, max_wait))
+        self.server = make_server(self.service, "127.0.0.1", 0)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-        self.engine.close()
+        self.service.engine.close()
         self.restore()
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xlpo.bench.chat import ChatReply
+from xlpo.clients.chat import ChatReply
 
 
 class FakeBackend:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from chat_fakes import FakeBackend
-from xlpo.bench.chat import ChatReply
 from xlpo.bench.mifeval import run_mifeval, table
+from xlpo.bench.mifeval.instruction_accuracy import aggregate, loose_variants, score_response
 from xlpo.bench.mifeval.registry import (
     EN_NAMES,
     REGISTRY,
@@ -22,7 +22,7 @@ from xlpo.bench.mifeval.registry import (
     lm_eval_instructions,
 )
 from xlpo.bench.mifeval.run import LANGUAGES, load_items
-from xlpo.bench.mifeval.instruction_accuracy import aggregate, loose_variants, score_response
+from xlpo.clients.chat import ChatReply
 from xlpo.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from chat_fakes import FakeBackend
-from xlpo.bench.chat import ChatReply
 from xlpo.bench.mtbench import (
     DEFAULT_LANGUAGES,
     PAPER_LANGUAGES,
@@ -31,6 +30,7 @@ from xlpo.bench.mtbench_judge import (
     summarize_language,
     summarize_languages,
 )
+from xlpo.clients.chat import ChatReply
 from xlpo.errors import UserError
 
 

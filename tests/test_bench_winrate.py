@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from chat_fakes import FakeBackend
-from xlpo.bench.chat import ChatReply
 from xlpo.bench.winrate import (JUDGE_PROMPT, candidate_position, outcome_for_candidate, pairwise_prompt,
                                 parse_verdict, run_winrate, run_xlsum_winrate, summarize, table,
                                 xlsum_judge_prompt)
 from xlpo.bench.xlsum import run_xlsum, summary_prompt
+from xlpo.clients.chat import ChatReply
 from xlpo.errors import UserError
 from xlpo.fileio import iter_jsonl
 

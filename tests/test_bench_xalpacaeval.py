@@ -11,11 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from xlpo.bench import lc_winrate
-from xlpo.bench.chat import ChatReply
 from xlpo.bench.xalpacaeval import (Instruction, judge_messages, load_instructions, plan_judgments,
                                     preference_for_second, read_answers, run_xalpacaeval, table)
 from xlpo.bench.xalpacaeval import lc_files
 from xlpo.bench.xalpacaeval.judge import SYSTEM_PROMPT, USER_TEMPLATE
+from xlpo.clients.chat import ChatReply
 from xlpo.errors import UserError
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from chat_fakes import FakeBackend
-from xlpo.bench.chat import ChatReply
 from xlpo.bench.xlsum import (RougeTokenizer, article_from_prompt, item_seed, language_code, load_xlsum,
                               read_summaries, rouge_l, run_xlsum, summary_prompt, table, truncate_text)
+from xlpo.clients.chat import ChatReply
 from xlpo.errors import UserError
 from xlpo.fileio import iter_jsonl
 

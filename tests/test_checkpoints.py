@@ -155,7 +155,7 @@ def test_a_damaged_adapter_is_a_one_line_error(tmp_path, checkpointed):
     with pytest.raises(UserError, match=r"adapter_config.json: not valid JSON \(Expecting property name"):
         check_adapter(str(adapter))
     (adapter / "adapter_config.json").write_text(json.dumps({"r": 4}))
-    with pytest.raises(UserError, match=r"adapter_config.json: not a PEFT adapter config .*peft_type"):
+    with pytest.raises(UserError, match=r"adapter_config.json: expected a PEFT adapter config .*peft_type"):
         check_adapter(str(adapter))
     (adapter / "adapter_config.json").write_text(config)
     _damage(adapter / "adapter_model.safetensors", "truncate")

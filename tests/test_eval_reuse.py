@@ -105,7 +105,7 @@ def test_the_experiment_checks_its_inputs_before_building_anything(tmp_path, tin
         adapter = tmp_path / "adapter"
         shutil.copytree(trained / "adapter", adapter)
         (adapter / "adapter_config.json").write_text("[1]")
-        extra, says = [f"train.model.adapter={adapter}"], r"adapter_config.json: not a PEFT adapter config"
+        extra, says = [f"train.model.adapter={adapter}"], r"adapter_config.json: expected a PEFT adapter config"
     else:
         model, says = tmp_path / "no-such-model", r"model .*no-such-model.*: cannot load its tokenizer"
     monkeypatch.setattr(capo_mtpe, "make_mtpe", lambda *a, **k: pytest.fail("data were built"))

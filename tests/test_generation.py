@@ -151,7 +151,8 @@ class _FakeVLLM:
 
 def _adapter_dir(path: Path, r: int, rank_pattern: dict | None = None) -> str:
     path.mkdir(parents=True, exist_ok=True)
-    (path / "adapter_config.json").write_text(json.dumps({"r": r, "rank_pattern": rank_pattern or {}}))
+    (path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": r, "rank_pattern": rank_pattern or {}}))
+    (path / "adapter_model.safetensors").write_bytes(b"\x02" + bytes(7) + b"{}")  # a safetensors header, no tensors
     return str(path)
 
 
@@ -253,7 +254,7 @@ class Scripted(torch.nn.Module):
 
 @pytest.mark.parametrize("text", ["森林の栄養素。", "  Hé 日本  語 "])
 def test_hf_completions_cut_at_max_new_tokens_never_end_in_half_a_character(tokenizer, text):
-    from test_bench_serve_generation import reference_text  # the slow obvious version, shared with the server's test
+    from test_serve_generation import reference_text  # the slow obvious version, shared with the server's test
 
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     cuts = [k for k in range(1, len(ids) + 1) if tokenizer.decode(ids[:k]).endswith("\ufffd")]

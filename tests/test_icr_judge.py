@@ -8,9 +8,9 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from test_bench_client import completion, scripted  # noqa: F401 (scripted is a fixture)
+from test_clients_endpoint import completion, scripted  # noqa: F401 (scripted is a fixture)
 from test_icr_pipeline import _config, policy_adapter  # noqa: F401 (policy_adapter is a fixture)
-from xlpo.bench.chat import ChatReply
+from xlpo.clients.chat import ChatReply
 from xlpo.icr.pipeline import IterationDir, run_icr
 from xlpo.icr.stats import accuracy_replicates, judge_pairs, judged_accuracy, table1
 
@@ -113,6 +113,41 @@ def test_icr_stats_with_an_endpoint_judge_reports_table1(finished_run, tmp_path,
     assert _invoke("icr", "stats", run_dir, "--judge-url", server.url, "--judge-model", "judge-1",
                    "--no-judge-cache").exit_code == 0
     assert len(server.requests) == len(requests)
+
+
+def test_icr_stats_with_a_judge_that_fails_every_request_says_so_and_exits_1(finished_run, tmp_path, scripted):  # noqa: F811
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    server = scripted(default=(404, {"error": {"message": "The model `judge-1` does not exist"}}, {}))
+    result = _invoke("icr", "stats", run_dir, "--judge-url", server.url, "--judge-model", "judge-1", "--no-judge-cache")
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"xlpo: error: judge: all {len(server.requests)} requests failed (first: HTTP 404: The model `judge-1` does "
+        f"not exist); they are kept in {IterationDir(run_dir, 1).judge / 'replies.jsonl'} and a rerun asks them again")
+    assert "judged pair accuracy" not in result.output
+
+
+def test_icr_stats_table_counts_the_judgements_that_failed(finished_run, tmp_path, scripted):  # noqa: F811
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    asked = []
+
+    def every_other(body):
+        asked.append(body)
+        if len(asked) % 2:
+            return completion("Comparison: same.\nPreferred: tie")
+        return 400, {"error": {"message": "context too long"}}, {}
+
+    server = scripted(responder=every_other)
+    result = _invoke("icr", "stats", run_dir, "--judge-url", server.url, "--judge-model", "judge-1", "--no-judge-cache",
+                     "--judge-concurrency", "1")
+    assert result.exit_code == 0, result.output
+    failed = len(asked) // 2
+    assert failed > 0 and f"failed {failed}" in result.output
+    assert f"judge: {failed} of {len(asked)} requests failed (first: HTTP 400: context too long)" in result.output
+    table = result.output[result.output.index("judged pair accuracy"):]
+    [row] = [line for line in table.splitlines() if "crosslingu" in line]  # rich may cut the name to fit 80 columns
+    assert [cell.strip() for cell in row.split("│")][-3:-1] == ["0", str(failed)]  # the unparseable and failed columns
 
 
 def test_icr_stats_with_a_local_judge_counts_what_it_cannot_read(finished_run, tmp_path, tiny_model_dir):

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from xlpo.bench.chat import ChatReply, ChatRequest
-from xlpo.bench.common import run_requests
+from xlpo.clients.chat import ChatReply, ChatRequest
+from xlpo.clients.stage import run_requests
 from xlpo.errors import UserError
 from xlpo.progress import Progress, clock, rate_text
 

@@ -14,3 +14,11 @@ class TrainingError(Exception):
     """A run that must stop (e.g. a non-finite loss); the message names the offending examples."""
 
     exit_code = 1
+
+
+class RequestsFailed(UserError):
+    """Every request of a stage failed (an endpoint down, refusing or out of quota): one line, exit 1.
+
+    The failed items stay in the stage's file, so a rerun asks them again."""
+
+    exit_code = 1

@@ -9,15 +9,13 @@ asked for), so switching backend changes speed, not what is sampled from.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Literal, Union
 
 import torch
 
 from xlpo.data.tokenize import leading_bos, prompt_ids
 from xlpo.errors import UserError
-from xlpo.fileio import read_json
-from xlpo.models import load_adapter, load_model, load_tokenizer, resolve_model_path
+from xlpo.models import check_adapter, load_adapter, load_model, load_tokenizer, resolve_model_path
 
 Prompt = Union[str, list[dict[str, str]]]
 
@@ -104,10 +102,7 @@ def vllm_sampling_kwargs(settings: GenerationSettings) -> dict:
 
 def adapter_rank(adapter: str) -> int:
     """The largest LoRA rank in a saved PEFT adapter (r, or a larger one in its rank_pattern)."""
-    path = Path(adapter, "adapter_config.json")
-    if not path.is_file():
-        raise UserError(f"adapter '{adapter}': no adapter_config.json there")
-    config = read_json(path)
+    config = check_adapter(adapter)
     return max([int(config.get("r", 8)), *(int(r) for r in (config.get("rank_pattern") or {}).values())])
 
 
@@ -314,6 +309,8 @@ def make_generator(model_name: str = "embedded", adapter: str | None = None, dty
                    backend: Literal["auto", "hf", "vllm"] = "auto", trust_remote_code: bool = False,
                    engine: VLLMSettings = VLLMSettings()):
     """A generator for `model_name` (+ optional LoRA adapter). auto = vLLM on CUDA when installed, else HF."""
+    if adapter:
+        check_adapter(adapter)  # a broken adapter is one line, before the model loads
     tokenizer = load_tokenizer(model_name, trust_remote_code)
     if choose_backend(backend) == "vllm":
         return VLLMGenerator(resolve_model_path(model_name), tokenizer, adapter, dtype, engine, trust_remote_code)

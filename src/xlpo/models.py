@@ -191,27 +191,33 @@ def lora_targets(model, target_modules):
     return target_modules if len(text) in (0, len(linear)) else text
 
 
-def check_adapter(adapter_path: str) -> None:
-    """A one-line UserError unless `adapter_path` holds a PEFT adapter that loads: a valid adapter_config.json,
-    weights whose header reads, and, in a folder xlpo saved, the files its manifest records. Cheap: run it
-    before loading a model, so that a bad adapter stops a command before the expensive part."""
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def check_adapter(adapter_path: str | Path) -> dict:
+    """The adapter_config.json of a saved PEFT adapter that loads, or a one-line UserError saying what is wrong
+    with the folder: a valid PEFT config, weights whose header reads, and, in a folder xlpo saved, the files
+    its manifest records. Cheap: run it before loading a model, so that a bad adapter stops a command first."""
     where = f"adapter '{adapter_path}'"
     folder = Path(adapter_path)
     if not folder.is_dir():
-        raise UserError(f"{where}: {'not a directory' if folder.exists() else 'not found'}")
-    config = folder / "adapter_config.json"
-    if not config.is_file():
+        raise UserError(f"{where}: {'not a directory' if folder.exists() else 'no such folder'}")
+    path = folder / "adapter_config.json"
+    if not path.is_file():
         raise UserError(f"{where}: no adapter_config.json there")
     try:
-        json.loads(config.read_text(encoding="utf-8"))
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("peft_type"), str):
+        raise UserError(f"{path}: expected a PEFT adapter config (a JSON object with a 'peft_type')")
+    try:
         PeftConfig.from_pretrained(str(folder))
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
-        raise UserError(f"{config}: not valid JSON ({exc})") from None
-    except (TypeError, KeyError) as exc:
-        raise UserError(f"{config}: not a PEFT adapter config ({exc})") from None
-    weights = [folder / name for name in ("adapter_model.safetensors", "adapter_model.bin") if (folder / name).is_file()]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise UserError(f"{path}: not a PEFT adapter config ({exc})") from None
+    weights = [folder / name for name in ADAPTER_WEIGHTS if (folder / name).is_file()]
     if not weights:
-        raise UserError(f"{where}: no adapter_model.safetensors (or .bin) there")
+        raise UserError(f"{where}: no weights ({' or '.join(ADAPTER_WEIGHTS)}) there")
     if weights[0].suffix == ".safetensors":
         try:
             safe_open(str(weights[0]), "pt").keys()
@@ -220,6 +226,7 @@ def check_adapter(adapter_path: str) -> None:
     problem = saved_folder_problem(folder)
     if problem:
         raise UserError(f"{where}: damaged: {problem}")
+    return config
 
 
 def sorted_peft_config(model) -> None:

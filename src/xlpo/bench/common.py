@@ -1,77 +1,15 @@
-"""Resumable request stages, results files and per-language tables shared by every benchmark.
-
-A stage is a list of keyed chat requests answered by one backend and kept in a JSONL file: a
-rerun reuses every answered item whose request is unchanged, retries failed ones, and answers
-new ones, saving after each chunk so that a killed run loses at most one chunk.
-"""
+"""Results files and per-language tables shared by every benchmark."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from xlpo.bench.chat import ChatBackend, ChatReply, ChatRequest, request_key
-from xlpo.fileio import iter_jsonl, write_json, write_jsonl
-from xlpo.progress import Progress
+from xlpo.fileio import write_json
 from xlpo.versions import library_versions
-
-
-def run_requests(path: str | Path, backend: ChatBackend, requests: Sequence[tuple[str, ChatRequest]],
-                 label: str = "requests", chunk_size: int = 16, echo: Callable[[str], None] | None = print,
-                 ) -> dict[str, ChatReply]:
-    """Answer `requests` (key, request) with `backend`, resuming from `path`; replies by key.
-
-    Keys must be unique. Rows in `path`: key, request, request_hash, text, error, backend (and
-    top_logprobs when asked). A row is reused only if the same backend answered it: switching the
-    model or judge on an existing folder asks again instead of mixing two systems' answers.
-    """
-    path = Path(path)
-    keys = [key for key, _ in requests]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"{label}: duplicate request keys")
-    hashes = {key: request_key(req.to_dict()) for key, req in requests}
-    described = backend.describe()
-    rows: dict[str, dict] = {}
-    if path.exists():
-        for _, row in iter_jsonl(path):
-            if (row.get("key") in hashes and row.get("request_hash") == hashes[row["key"]]
-                    and row.get("text") is not None and same_backend(row.get("backend"), described)):
-                rows[row["key"]] = row
-    todo = [(key, req) for key, req in requests if key not in rows]
-    if echo and rows:
-        echo(f"{label}: reusing {len(rows)} of {len(requests)} answers from {path}")
-    with Progress(label, len(requests), "answers", start=len(rows), enabled=bool(todo)) as progress:
-        for start in range(0, len(todo), chunk_size):
-            chunk = todo[start:start + chunk_size]
-            replies = backend.complete_many([req for _, req in chunk], progress=progress.advance)
-            for (key, req), reply in zip(chunk, replies):
-                rows[key] = {"key": key, "request": req.to_dict(), "request_hash": hashes[key], "text": reply.text,
-                             "error": reply.error, "cached": reply.cached, "backend": described}
-                if reply.top_logprobs is not None:
-                    rows[key]["top_logprobs"] = reply.top_logprobs
-            write_jsonl(path, [rows[k] for k in keys if k in rows])
-            progress.reach(len(rows))
-    if not todo:
-        write_jsonl(path, [rows[k] for k in keys])  # drop rows of requests no longer asked
-    return {key: ChatReply(text=rows[key]["text"], error=rows[key]["error"], cached=rows[key].get("cached", False),
-                           top_logprobs=rows[key].get("top_logprobs"))
-            for key in keys}
-
-
-# Settings that change how a backend works, not what answers: a rerun with another batch size or
-# another name for the key variable still reuses the answers already obtained.
-_NOT_IDENTITY = ("batch_size", "api_key_env")
-
-
-def same_backend(old: dict | None, new: dict) -> bool:
-    """Whether a stored row's backend description names the same system as `new`."""
-    if not isinstance(old, dict):
-        return False
-    return ({k: v for k, v in old.items() if k not in _NOT_IDENTITY}
-            == {k: v for k, v in new.items() if k not in _NOT_IDENTITY})
 
 
 def write_results(out_dir: str | Path, benchmark: str, results: dict, config: dict) -> Path:

@@ -11,8 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from xlpo.bench.chat import ChatBackend, ChatReply, ChatRequest
-from xlpo.bench.common import run_requests, write_results
+from xlpo.bench.common import write_results
 from xlpo.bench.mtbench_judge import (
     JUDGE_MAX_TOKENS,
     JUDGE_TEMPERATURE,
@@ -26,6 +25,8 @@ from xlpo.bench.mtbench_judge import (
     summarize_language,
     summarize_languages,
 )
+from xlpo.clients.chat import ChatBackend, ChatReply, ChatRequest
+from xlpo.clients.stage import run_requests
 from xlpo.errors import UserError
 from xlpo.fileio import iter_jsonl, write_jsonl
 

@@ -13,9 +13,10 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from xlpo.bench.chat import ChatBackend, ChatRequest
-from xlpo.bench.common import run_requests, write_results
+from xlpo.bench.common import write_results
 from xlpo.bench.xlsum import INSTRUCTION, LANGUAGE_NAMES, read_summaries, summary_prompt
+from xlpo.clients.chat import ChatBackend, ChatRequest
+from xlpo.clients.stage import run_requests
 from xlpo.errors import UserError
 from xlpo.fileio import read_json, write_jsonl
 

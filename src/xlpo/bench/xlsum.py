@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from xlpo.bench.chat import ChatBackend, ChatReply, ChatRequest
-from xlpo.bench.common import run_requests, write_results
+from xlpo.bench.common import write_results
+from xlpo.clients.chat import ChatBackend, ChatReply, ChatRequest
+from xlpo.clients.stage import run_requests
 from xlpo.errors import UserError
 from xlpo.fileio import iter_jsonl, read_json, write_jsonl
 from xlpo.versions import package_version

@@ -74,7 +74,7 @@ class Candidate:
 
     def build(self, role: str = "candidate", **instead):
         """Its chat backend; `instead` replaces fields (xalpacaeval's baseline: another model, same settings)."""
-        from xlpo.bench.backends import candidate_backend  # loads torch: only for commands that generate
+        from xlpo.clients.backends import candidate_backend  # loads torch: only for commands that generate
         from xlpo.generation import VLLMSettings
 
         c = replace(self, **instead)
@@ -97,7 +97,7 @@ class Judge:
     judge_batch_size: JudgeBatch = 8
 
     def build(self):
-        from xlpo.bench.backends import judge_backend  # loads torch: only for commands that judge
+        from xlpo.clients.backends import judge_backend  # loads torch: only for commands that judge
 
         return judge_backend(self.judge_url, self.judge_model, self.judge_key_env, self.judge_concurrency,
                              self.judge_rpm, self.judge_cache, self.no_judge_cache, self.judge_adapter,

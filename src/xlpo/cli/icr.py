@@ -72,8 +72,9 @@ def run(
     typer.echo(f"run directory: {result.run_dir}")
 
 
-def _table1(stats: dict[int, dict], kinds: list[str]) -> None:
-    from xlpo.icr.stats import table1  # numpy and scipy: not needed by `xlpo --help`
+def _table1(stats: dict[int, dict], kinds: list[str], run_dir: Path) -> None:
+    from xlpo.icr.rundir import IterationDir
+    from xlpo.icr.stats import judge_counts, table1  # numpy and scipy: not needed by `xlpo --help`
 
     def cell(value: dict) -> str:
         ci = value.get("accuracy_ci")
@@ -83,13 +84,16 @@ def _table1(stats: dict[int, dict], kinds: list[str]) -> None:
         rows = table1(per_lang, kinds)
         if not rows:
             continue
+        counts = judge_counts(IterationDir(run_dir, t).judge)  # none when the verdicts came from a labels file
         languages = sorted({lang for row in rows for lang in row["languages"]})
         table = Table(title=f"Iteration {t}: judged pair accuracy (ties half) with 95% bootstrap intervals (Table 1)")
-        for col in ("reward", *languages, "avg"):
+        for col in ("reward", *languages, "avg", "unparseable", "failed"):
             table.add_column(col, justify="left" if col == "reward" else "right")
         for row in rows:
+            missing = [str(counts[row["kind"]][status]) if row["kind"] in counts else "-"
+                       for status in ("unparseable", "failed")]
             table.add_row(row["kind"], *[cell(row["languages"][lang]) if lang in row["languages"] else "-"
-                                         for lang in languages], cell(row["avg"]))
+                                         for lang in languages], cell(row["avg"]), *missing)
         Console().print(table)
 
 
@@ -124,4 +128,4 @@ def stats(
                        f"failed {counts['failed']}")
         result = recompute_stats(run_dir, log=typer.echo)
     _table(result, config.reward.select)
-    _table1(result, config.reward.kinds())
+    _table1(result, config.reward.kinds(), run_dir)

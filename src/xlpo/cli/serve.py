@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from xlpo.cli.command import app, quiet_libraries, user_errors
-from xlpo.errors import UserError
 
 
 @app.command()
@@ -30,32 +28,27 @@ def serve(
         "--batch-size", min=1, help="Most sequences (requests x n) generated together in one call.")] = 8,
     batch_wait_ms: Annotated[float, typer.Option(
         "--batch-wait-ms", min=0, help="How long a waiting request waits for others to share its call.")] = 20,
+    max_queue: Annotated[int, typer.Option(
+        "--max-queue", min=1, help="Requests that may wait for a batch; more are answered 503 with Retry-After.")] = 64,
+    max_batch_tokens: Annotated[Optional[int], typer.Option(
+        "--max-batch-tokens", min=1, help="Cache positions (rows x (longest prompt + largest max_tokens)) one batch "
+                                          "may hold; default the model's context length.")] = None,
+    request_timeout: Annotated[float, typer.Option(
+        "--request-timeout", min=0.001, help="Seconds a request may take from arrival to its last token; then 504.")] = 600,
+    max_body_mb: Annotated[float, typer.Option(
+        "--max-body-mb", min=0.001, help="Largest request body in MiB; larger ones are answered 413.")] = 4,
 ) -> None:
-    """Serve POST /v1/chat/completions (streamed or not) and GET /v1/models until interrupted (Ctrl-C)."""
-    # Imported here, not at the top: they load torch and transformers, which `xlpo --help` must not.
-    from xlpo.bench.serve_engine import BatchingEngine
-    from xlpo.bench.serve_generation import BatchGenerator
-    from xlpo.bench.server import ChatService, is_loopback, make_server
-    from xlpo.generation import make_generator, render_prompt
+    """Serve POST /v1/chat/completions (streamed or not) and GET /v1/models until interrupted (Ctrl-C).
 
-    if api_key_env and not os.environ.get(api_key_env):  # checked before the model loads
-        raise UserError(f"--api-key-env {api_key_env}: that environment variable is not set")
+    Requests that cannot fit (prompt tokens + max_tokens over the model's context) are answered 400 with
+    the numbers, as the OpenAI API does; a streaming client that leaves stops its generation."""
+    # Imported here, not at the top: they load torch and transformers, which `xlpo --help` must not.
+    from xlpo.serve.run import Scheduling, serve as run_server
+    from xlpo.serve.service import Limits
+
     quiet_libraries()
-    name = served_name or (adapter.resolve().name if adapter else Path(model).name)
-    generator = make_generator(model, str(adapter) if adapter else None, dtype, "hf", trust_remote_code)
-    engine = BatchingEngine(BatchGenerator(generator.model, generator.tokenizer), batch_size, batch_wait_ms / 1000)
-    service = ChatService(engine, name, max_tokens_limit,
-                          render=lambda messages: render_prompt(generator.tokenizer, messages))
-    server = make_server(service, host, port, api_key_env)
-    bound_host, bound_port = server.server_address[:2]
-    if not is_loopback(host):
-        typer.echo(f"xlpo serve: warning: listening on {host}, reachable from other machines"
-                   + ("" if api_key_env else " without an API key"), err=True)
-    typer.echo(f"xlpo serve: '{name}' at http://{bound_host}:{bound_port}/v1 (Ctrl-C to stop)", err=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        engine.close()
+    run_server(model, adapter, host=host, port=port, served_name=served_name, dtype=dtype, api_key_env=api_key_env,
+               trust_remote_code=trust_remote_code,
+               scheduling=Scheduling(batch_size, batch_wait_ms / 1000, max_queue, max_batch_tokens),
+               limits=Limits(max_tokens=max_tokens_limit, request_timeout=request_timeout),
+               max_body_bytes=int(max_body_mb * 1024 * 1024), echo=lambda line: typer.echo(line, err=True))

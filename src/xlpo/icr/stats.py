@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
-from xlpo.bench.chat import ChatBackend, ChatRequest
-from xlpo.bench.common import run_requests
+from xlpo.clients.chat import ChatBackend, ChatRequest
+from xlpo.clients.stage import run_requests
 from xlpo.errors import UserError
 from xlpo.eval.analysis.accuracy import percentile_interval
 from xlpo.fileio import iter_jsonl, write_jsonl
@@ -234,6 +234,16 @@ def judge_folder(judge_dir: str | Path, judge: ChatBackend, *, max_tokens: int =
     write_jsonl(judge_dir / "judgments.jsonl", rows)
     write_jsonl(judge_dir / "labels.jsonl", [{"id": k, "preferred": v} for k, v in verdicts.items()])
     return Counter(row["status"] for row in rows)
+
+
+def judge_counts(judge_dir: str | Path) -> dict[str, Counter]:
+    """{reward kind: Counter of judged/unparseable/failed} from an iteration's judgments.jsonl ({} if none)."""
+    path = Path(judge_dir) / "judgments.jsonl"
+    counts: dict[str, Counter] = defaultdict(Counter)
+    if path.is_file():
+        for _, row in iter_jsonl(path):
+            counts[row["kind"]][row["status"]] += 1
+    return dict(counts)
 
 
 # -- the statistics of one iteration ----------------------------------------------------------

@@ -12,12 +12,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from xlpo.bench.chat import ChatBackend, ChatReply, ChatRequest
-from xlpo.bench.common import run_requests, write_results
+from xlpo.bench.common import write_results
 from xlpo.bench.mifeval.checkers_common import LANGDETECT_SEED
+from xlpo.bench.mifeval.instruction_accuracy import aggregate, score_response
 from xlpo.bench.mifeval.nltk_setup import ensure_punkt_tab
 from xlpo.bench.mifeval.registry import Check, build_checker, describe_checkers
-from xlpo.bench.mifeval.instruction_accuracy import aggregate, score_response
+from xlpo.clients.chat import ChatBackend, ChatReply, ChatRequest
+from xlpo.clients.stage import run_requests
 from xlpo.errors import UserError
 from xlpo.fileio import iter_jsonl, write_jsonl
 from xlpo.versions import package_version

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 
-from xlpo.bench.chat import ChatReply, ChatRequest
+from xlpo.clients.chat import ChatReply, ChatRequest
 
 # The X-AlpacaEval leaderboard's annotator (the ICR authors' copy of alpaca_eval, config
 # `weighted_alpaca_eval_gpt4_turbo_multilingual`, Apache-2.0): AlpacaEval 2.0's default

@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from xlpo.bench import lc_winrate
-from xlpo.bench.chat import ChatBackend, ChatRequest
-from xlpo.bench.common import run_requests, write_results
+from xlpo.bench.common import write_results
 from xlpo.bench.mtbench import derive_seed
 from xlpo.bench.winrate import candidate_position
 from xlpo.bench.xalpacaeval.data import ANSWERS_FILE, BASELINE_FILE, Instruction, load_instructions, read_answers
 from xlpo.bench.xalpacaeval.judge import USER_TEMPLATE, judge_request, preference_for_second
 from xlpo.bench.xalpacaeval.lc_files import HUB_REPO, difficulty_of_ids, locate_gamed
+from xlpo.clients.chat import ChatBackend, ChatRequest
+from xlpo.clients.stage import run_requests
 from xlpo.errors import UserError
 from xlpo.fileio import read_json, write_jsonl
 
@@ -100,12 +101,12 @@ def _language_block(lang: str, instructions, candidate, baseline, rows, gamed, m
             "baseline_chars": float(np.mean([len(baseline[i.key]) for i in both])) if both else None}
 
 
-def _baseline_answers(instructions, out_dir, baseline_dir, baseline, settings, echo) -> tuple[dict, dict]:
+def _baseline_answers(instructions, out_dir, baseline_dir, given, baseline, settings, echo) -> tuple[dict, dict]:
     if baseline is not None:
         requests = answer_requests(instructions, *settings, stream="baseline/")
         replies = run_requests(out_dir / BASELINE_FILE, baseline, requests, label="baseline answers", echo=echo)
         return {k: r.text for k, r in replies.items()}, {"baseline": baseline.describe()}
-    return read_answers(baseline_dir, instructions), {"baseline_answers": str(baseline_dir)}
+    return given, {"baseline_answers": str(baseline_dir)}
 
 
 def run_xalpacaeval(data_dir: str | Path, out_dir: str | Path, candidate: ChatBackend, *,
@@ -129,6 +130,8 @@ def run_xalpacaeval(data_dir: str | Path, out_dir: str | Path, candidate: ChatBa
     out_dir = Path(out_dir)
     instructions = load_instructions(data_dir, languages, limit)
     settings = (temperature, top_p, max_tokens, seed)
+    # Every input is read and checked before the first answer is generated.
+    given = read_answers(baseline_dir, instructions) if baseline_dir is not None else None
     gamed, lc_source = locate_gamed(lc_files, echo) if judge is not None else (None, {})
     replies = run_requests(out_dir / ANSWERS_FILE, candidate, answer_requests(instructions, *settings),
                            label="candidate answers", echo=echo)
@@ -141,7 +144,7 @@ def run_xalpacaeval(data_dir: str | Path, out_dir: str | Path, candidate: ChatBa
     if judge is None and baseline is None:
         results = {"languages": {lang: _lengths_only(lang, instructions, cand) for lang in languages}}
         return read_json(write_results(out_dir, "xalpacaeval", results, {**config, "judged": False}))
-    base, where = _baseline_answers(instructions, out_dir, baseline_dir, baseline, settings, echo)
+    base, where = _baseline_answers(instructions, out_dir, baseline_dir, given, baseline, settings, echo)
     config.update(where)
     if judge is None:
         results = {"languages": {lang: _lengths_only(lang, instructions, cand, base) for lang in languages}}

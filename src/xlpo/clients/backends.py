@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xlpo.bench.client import EndpointBackend, EndpointSettings
-from xlpo.bench.local import LocalBackend
+from xlpo.clients.endpoint import EndpointBackend, EndpointSettings
+from xlpo.clients.local import LocalBackend
 from xlpo.errors import UserError
 from xlpo.generation import VLLMSettings
 from xlpo.models import cache_root

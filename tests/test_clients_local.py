@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from xlpo.bench.chat import ChatRequest
-from xlpo.bench.local import LocalBackend
+from xlpo.clients.chat import ChatRequest
+from xlpo.clients.local import LocalBackend
 from xlpo.generation import Completion, GenerationSettings, make_generator
 
 

@@ -11,15 +11,17 @@ from itertools import groupby
 
 import torch
 
-from xlpo.bench.chat import ChatReply, ChatRequest
+from xlpo.clients.chat import ChatReply, ChatRequest
 from xlpo.generation import Completion, GenerationSettings, PromptEncoder, VLLMSettings, make_generator
-from xlpo.models import eval_mode
+from xlpo.models import check_adapter, eval_mode
 
 
 class LocalBackend:
     def __init__(self, model: str = "embedded", adapter: str | None = None, dtype: str = "auto",
                  backend: str = "auto", batch_size: int = 8, trust_remote_code: bool = False, generator=None,
                  engine: VLLMSettings = VLLMSettings()):
+        if adapter and generator is None:
+            check_adapter(adapter)  # a broken adapter is one line before anything runs, not after hours of it
         self.model, self.adapter, self.dtype = model, adapter, dtype
         self.backend, self.batch_size, self.trust_remote_code = backend, batch_size, trust_remote_code
         self.engine = engine

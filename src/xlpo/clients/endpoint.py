@@ -1,15 +1,18 @@
-"""A client for any OpenAI-compatible chat-completions endpoint: judges, hosted models, `xlpo serve`.
+"""A client for any OpenAI-compatible chat-completions endpoint (judges, hosted models, `xlpo serve`),
+on the official `openai` SDK.
 
-Retries transient failures with backoff, limits concurrency and request rate, and keeps a
-response cache keyed by the whole request so a rerun costs nothing. The API key is read from an
-environment variable at request time and appears in no log, error, cache or result file.
+The SDK retries what is worth retrying (connection errors, timeouts, 408/409/429/5xx, honouring
+Retry-After) with backoff, times requests out and raises typed errors; this module adds what it does
+not do: a limit on concurrency and request rate (every attempt, retries included, waits its turn), a
+response cache keyed by the whole request so a rerun costs nothing, and one-line reasons per failed
+item. The API key is read from the environment variable named and appears in no log, error, cache or
+result file; without one no Authorization header is sent (and never OPENAI_API_KEY from the environment).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -17,14 +20,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
+import openai
+from openai.types.chat import ChatCompletion
 
-from xlpo.bench.chat import ChatReply, ChatRequest, request_key
+from xlpo.clients.chat import ChatReply, ChatRequest, request_key
 from xlpo.errors import UserError
 from xlpo.fileio import write_json
 
-# Worth retrying: rate limits, timeouts and server-side failures. Everything else is the request's fault.
-RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+# Headers the SDK fills from OPENAI_ORG_ID / OPENAI_PROJECT_ID: never sent to a third-party endpoint.
+_NO_OPENAI_ACCOUNT = {"OpenAI-Organization": openai.Omit(), "OpenAI-Project": openai.Omit()}
 
 
 @dataclass(frozen=True)
@@ -34,9 +38,8 @@ class EndpointSettings:
     api_key_env: str | None = None  # name of the environment variable holding the key
     max_concurrency: int = 4
     requests_per_minute: float | None = None  # None = no limit
-    max_retries: int = 5
+    max_retries: int = 5  # retries after the first attempt (the SDK's backoff: 0.5 s doubling, at most 8 s)
     timeout_s: float = 300.0
-    backoff_s: float = 1.0  # first retry waits about this long, doubling each time (capped at 60 s)
     cache_dir: Path | None = None  # None = no response cache
 
     def describe(self) -> dict:
@@ -86,17 +89,29 @@ class ResponseCache:
 class EndpointBackend:
     """`ChatBackend` over HTTP: POST {base_url}/chat/completions, one request per item."""
 
-    def __init__(self, settings: EndpointSettings, session=None):
+    def __init__(self, settings: EndpointSettings):
         self.settings = settings
-        self.session = session or requests.Session()
         self.limiter = _RateLimiter(settings.requests_per_minute)
         self.cache = ResponseCache(settings.cache_dir) if settings.cache_dir else None
         self._auth_failure: str | None = None
-        if settings.api_key_env and not os.environ.get(settings.api_key_env):
+        self._attempts = threading.local()  # attempts of the request this thread is making
+        api_key = os.environ.get(settings.api_key_env) if settings.api_key_env else None
+        if settings.api_key_env and not api_key:
             raise UserError(f"the API key variable {settings.api_key_env} is not set in the environment")
+        # Without a key the SDK still wants one; the placeholder is never sent (see _extra_headers).
+        self.client = openai.OpenAI(
+            base_url=settings.base_url, api_key=api_key or "no-key", max_retries=settings.max_retries,
+            timeout=settings.timeout_s, default_headers=_NO_OPENAI_ACCOUNT,
+            http_client=openai.DefaultHttpxClient(event_hooks={"request": [self._before_attempt]}))
+        self._extra_headers = {} if api_key else {"Authorization": openai.Omit()}
 
     def describe(self) -> dict:
         return self.settings.describe()
+
+    def _before_attempt(self, request) -> None:
+        """Runs before every HTTP attempt the SDK makes, its retries included."""
+        self.limiter.wait()
+        self._attempts.count = getattr(self._attempts, "count", 0) + 1
 
     def payload(self, request: ChatRequest) -> dict:
         body = {"model": self.settings.model, "messages": request.messages,
@@ -129,87 +144,57 @@ class EndpointBackend:
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             return ChatReply(text=hit["text"], cached=True, usage=hit.get("usage", {}),
                              top_logprobs=hit.get("top_logprobs"))
-        reply = self._post_with_retries(payload)
+        reply = self._ask(payload)
         if reply.ok and self.cache is not None:
             self.cache.put(key, payload, reply)
         return reply
 
-    def _headers(self) -> dict:
-        headers = {"Content-Type": "application/json"}
-        if self.settings.api_key_env:
-            headers["Authorization"] = f"Bearer {os.environ.get(self.settings.api_key_env, '')}"
-        return headers
-
-    def _post_with_retries(self, payload: dict) -> ChatReply:
+    def _ask(self, payload: dict) -> ChatReply:
+        if self._auth_failure:
+            return ChatReply(text=None, error=self._auth_failure)
         url = self.settings.base_url.rstrip("/") + "/chat/completions"
-        error, retry_after = "not attempted", None
-        for attempt in range(self.settings.max_retries + 1):
-            if self._auth_failure:
-                return ChatReply(text=None, error=self._auth_failure)
-            if attempt:
-                time.sleep(self._backoff(attempt, retry_after))
-            retry_after = None
-            self.limiter.wait()
-            try:
-                response = self.session.post(url, json=payload, headers=self._headers(),
-                                             timeout=self.settings.timeout_s)
-            except requests.RequestException as exc:
-                error = f"{type(exc).__name__} contacting {url}"  # the exception text may hold headers
-                continue
-            if response.status_code in (401, 403):
-                self._auth_failure = (f"{url} refused the credentials (HTTP {response.status_code}); "
-                                      f"check {self.settings.api_key_env or 'the API key variable'}")
-                return ChatReply(text=None, error=self._auth_failure)
-            if response.status_code != 200:
-                error = f"HTTP {response.status_code}: {_error_message(response)}"
-                if response.status_code not in RETRY_STATUS:
-                    return ChatReply(text=None, error=error)
-                retry_after = _retry_after(response)
-                continue
-            return _parse_completion(response)
-        return ChatReply(text=None, error=f"{error} (gave up after {self.settings.max_retries + 1} attempts)")
+        self._attempts.count = 0
+        try:
+            completion = self.client.chat.completions.create(**payload, extra_headers=self._extra_headers)
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            self._auth_failure = (f"{url} refused the credentials (HTTP {exc.status_code}); "
+                                  f"check {self.settings.api_key_env or 'the API key variable'}")
+            return ChatReply(text=None, error=self._auth_failure)
+        except openai.APIStatusError as exc:
+            return ChatReply(text=None, error=f"HTTP {exc.status_code}: {_error_message(exc)}{self._tries()}")
+        except openai.APIConnectionError as exc:  # refused, reset, timed out: the text may hold headers
+            return ChatReply(text=None, error=f"{type(exc).__name__} contacting {url}{self._tries()}")
+        except openai.APIError:
+            return ChatReply(text=None, error="the endpoint's reply is not a chat completion")
+        return _reply_from(completion)
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, 120.0)
-        base = min(self.settings.backoff_s * 2 ** (attempt - 1), 60.0)
-        return base * (0.5 + random.random() / 2)  # jitter keeps parallel workers from retrying in step
+    def _tries(self) -> str:
+        count = getattr(self._attempts, "count", 1)
+        return f" (gave up after {count} attempts)" if count > 1 else ""
 
 
-def _retry_after(response) -> float | None:
-    try:
-        return float(response.headers.get("Retry-After", ""))
-    except ValueError:
-        return None
+def _error_message(exc: openai.APIStatusError) -> str:
+    body = exc.body  # the reply's "error" object when there is one, else its JSON or text
+    message = body.get("message") if isinstance(body, dict) else body
+    return str(message if message is not None else body or exc.message)[:300].replace("\n", " ")
 
 
-def _error_message(response) -> str:
-    try:
-        body = response.json()
-        message = body.get("error", {}).get("message") if isinstance(body.get("error"), dict) else body.get("error")
-        return str(message or body)[:300].replace("\n", " ")
-    except ValueError:
-        return response.text[:300].replace("\n", " ")
-
-
-def _parse_completion(response) -> ChatReply:
-    try:
-        body = response.json()
-        choice = body["choices"][0]
-        text = choice["message"]["content"]
-    except (ValueError, KeyError, IndexError, TypeError):
+def _reply_from(completion) -> ChatReply:
+    if not isinstance(completion, ChatCompletion) or not completion.choices:
         return ChatReply(text=None, error="the endpoint's reply is not a chat completion")
+    choice = completion.choices[0]
+    text = choice.message.content if choice.message is not None else None
     if not isinstance(text, str):
         return ChatReply(text=None, error="the endpoint's reply has no message content")
-    usage = dict(body.get("usage") or {})
-    usage["finish_reason"] = choice.get("finish_reason")
+    usage = completion.usage.model_dump(exclude_none=True) if completion.usage is not None else {}
+    usage["finish_reason"] = choice.finish_reason
     return ChatReply(text=text, usage=usage, top_logprobs=_first_top_logprobs(choice))
 
 
-def _first_top_logprobs(choice: dict) -> list[dict] | None:
+def _first_top_logprobs(choice) -> list[dict] | None:
     """The first token's alternatives in OpenAI's `logprobs.content[0].top_logprobs`, or None."""
     try:
-        found = choice["logprobs"]["content"][0]["top_logprobs"]
-        return [{"token": str(t["token"]), "logprob": float(t["logprob"])} for t in found]
-    except (KeyError, IndexError, TypeError, ValueError):
+        found = choice.logprobs.content[0].top_logprobs
+        return [{"token": str(t.token), "logprob": float(t.logprob)} for t in found]
+    except (AttributeError, IndexError, TypeError, ValueError):
         return None  # an endpoint that ignores `logprobs` (e.g. xlpo serve) answers with text only

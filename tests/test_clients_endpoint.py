@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from xlpo.bench.chat import ChatRequest
-from xlpo.bench.client import EndpointBackend, EndpointSettings
+from xlpo.clients.chat import ChatRequest
+from xlpo.clients.endpoint import EndpointBackend, EndpointSettings
 from xlpo.errors import UserError
 
 
@@ -24,6 +24,7 @@ class Scripted:
         self.delay = delay
         self.requests: list[dict] = []
         self.auth_headers: list[str | None] = []
+        self.headers: list[dict] = []
         self.times: list[float] = []
         self.active = 0
         self.max_active = 0
@@ -41,6 +42,7 @@ class Scripted:
                 with outer.lock:
                     outer.requests.append(body)
                     outer.auth_headers.append(self.headers.get("Authorization"))
+                    outer.headers.append({k.lower(): v for k, v in self.headers.items()})
                     outer.times.append(time.monotonic())
                     outer.active += 1
                     outer.max_active = max(outer.max_active, outer.active)
@@ -87,7 +89,7 @@ def completion(text):
 
 
 def settings(url, **kw):
-    return EndpointSettings(base_url=url, model="judge-1", backoff_s=0.01, **kw)
+    return EndpointSettings(base_url=url, model="judge-1", **kw)
 
 
 def ask(text="hi", **kw):
@@ -137,7 +139,8 @@ def test_connection_refused_is_reported_per_item():
     backend = EndpointBackend(settings("http://127.0.0.1:9/v1", max_retries=1))
     replies = backend.complete_many([ask("a"), ask("b")])
     assert [r.ok for r in replies] == [False, False]
-    assert all(r.error.startswith("ConnectionError") for r in replies)
+    assert all(r.error == "APIConnectionError contacting http://127.0.0.1:9/v1/chat/completions (gave up after 2 "
+               "attempts)" for r in replies)
 
 
 def test_cache_makes_reruns_free_and_keys_the_whole_request(scripted, tmp_path):
@@ -172,6 +175,23 @@ def test_api_key_from_environment_sent_but_never_stored(scripted, tmp_path, monk
     stored = "".join(p.read_text() for p in tmp_path.rglob("*.json"))
     assert stored and "sk-secret-123" not in stored
     assert "sk-secret-123" not in json.dumps(backend.describe())
+
+
+def test_without_a_key_no_credentials_from_the_environment_are_sent(scripted, monkeypatch):
+    for name, value in (("OPENAI_API_KEY", "sk-must-not-leak"), ("OPENAI_ORG_ID", "org-x"), ("OPENAI_PROJECT_ID", "p-x")):
+        monkeypatch.setenv(name, value)
+    server = scripted(default=completion("x"))
+    assert EndpointBackend(settings(server.url)).complete(ask()).text == "x"
+    sent = server.headers[0]
+    assert "authorization" not in sent and "openai-organization" not in sent and "openai-project" not in sent
+
+
+def test_retries_wait_for_the_rate_limit_too(scripted):
+    server = scripted([(500, {"error": {"message": "boom"}}, {}), completion("fine")])
+    reply = EndpointBackend(settings(server.url, requests_per_minute=60)).complete(ask())
+    # The SDK's first backoff is at most 0.5 s; 60 requests a minute start the retry a second after the first
+    # try (arrivals may be a little closer: the first one also opened the connection).
+    assert reply.text == "fine" and server.times[1] - server.times[0] >= 0.9
 
 
 def test_missing_key_variable_is_a_user_error(monkeypatch):

@@ -1,13 +1,17 @@
-"""`xlpo serve`: request validation, OpenAI response and stream shapes, auth, loopback default, and the
-official `openai` SDK against real tiny models (stream and not, n>1, multi-turn, errors, 8 concurrent clients)."""
+"""`xlpo serve`: request validation, limits (context, body, queue, timeout), OpenAI response and stream
+shapes, auth, disconnects, loopback default, and the official `openai` SDK against real tiny models
+(stream and not, n>1, multi-turn, errors, 8 concurrent clients)."""
 
 from __future__ import annotations
 
+import asyncio
+import http.client
 import json
 import re
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -18,13 +22,15 @@ import pytest
 import torch
 from jinja2 import TemplateError
 
-from xlpo.bench.chat import ChatRequest
-from xlpo.bench.client import EndpointBackend, EndpointSettings
-from xlpo.bench.serve_engine import BatchingEngine
-from xlpo.bench.serve_generation import BatchGenerator
-from xlpo.bench.server import ChatService, RequestError, is_loopback, make_server
+from xlpo.clients.chat import ChatRequest
+from xlpo.clients.endpoint import EndpointBackend, EndpointSettings
 from xlpo.errors import UserError
 from xlpo.generation import Completion, GenerationSettings, make_generator, render_prompt
+from xlpo.serve.app import is_loopback, make_server
+from xlpo.serve.engine import BatchingEngine
+from xlpo.serve.protocol import RequestError
+from xlpo.serve.run import Scheduling, build_service
+from xlpo.serve.service import ChatService, Limits, PromptLength
 
 
 class FakeGenerate:
@@ -45,13 +51,36 @@ class FakeGenerate:
         return [[Completion(f"answer {k}", 11, 4, "stop") for k in range(r.sampling.n)] for r in requests]
 
 
+class SlowGenerate:
+    """Streams one piece every `step` seconds until `steps` pieces or until every request is cancelled;
+    `started` is set when a call begins and `cancelled` records how each call ended."""
+
+    def __init__(self, steps: int = 500, step: float = 0.02):
+        self.steps, self.step = steps, step
+        self.started, self.cancelled = threading.Event(), []
+
+    def __call__(self, requests):
+        self.started.set()
+        for _ in range(self.steps):
+            if all(r.cancelled() for r in requests):
+                self.cancelled.append(True)
+                return [[Completion("", 1, 0, "cancelled")] * r.sampling.n for r in requests]
+            for r in requests:
+                r.on_text(0, "x")
+            time.sleep(self.step)
+        self.cancelled.append(False)
+        return [[Completion("x" * self.steps, 1, self.steps, "length")] * r.sampling.n for r in requests]
+
+
 @pytest.fixture
 def make_service():
     """Builds services over a fake generate; their engine threads end with the test."""
     services = []
 
-    def make(generate, name="m", max_wait=0.0, batch_size=8, **kw) -> ChatService:
-        services.append(ChatService(BatchingEngine(generate, batch_size, max_wait), name, **kw))
+    def make(generate, name="m", max_wait=0.0, batch_size=8, max_waiting=None, prompt_length=None,
+             **limits) -> ChatService:
+        engine = BatchingEngine(generate, batch_size, max_wait, max_waiting)
+        services.append(ChatService(engine, name, Limits(**limits), prompt_length))
         return services[-1]
 
     yield make
@@ -64,9 +93,12 @@ def user(text="hi"):
 
 
 def chat(service: ChatService, body: dict) -> dict:
-    call = service.parse(body)
-    service.submit(call)
-    return service.reply(call)
+    async def run():
+        call = service.parse(body)
+        service.submit(call)
+        return await service.reply(call)
+
+    return asyncio.run(run())
 
 
 def test_chat_response_shape_and_settings(make_service):
@@ -94,38 +126,39 @@ def test_defaults_and_content_parts(make_service):
 
 
 @pytest.mark.parametrize("body, message", [
-    ([], "JSON object"),
-    ({"messages": []}, "non-empty list"),
-    ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
-    ({"messages": [{"role": "user", "content": 3}]}, "messages[0].content must be a string"),
-    ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "text parts"),
-    ({"messages": user() + [{"role": "assistant", "content": "x"}]}, "last message"),
-    ({"messages": user(), "max_tokens": 0}, "max_tokens"),
-    ({"messages": user(), "max_tokens": 5000}, "max_tokens"),
-    ({"messages": user(), "max_tokens": True}, "max_tokens"),
-    ({"messages": user(), "temperature": 3}, "temperature"),
-    ({"messages": user(), "temperature": "hot"}, "temperature"),
-    ({"messages": user(), "top_p": 0}, "top_p"),
-    ({"messages": user(), "n": 100}, "n must be"),
-    ({"messages": user(), "seed": 1.5}, "seed"),
-    ({"messages": user(), "stream": "yes"}, "stream must be"),
-    ({"messages": user(), "stream_options": {"include_usage": True}}, "only allowed when stream is true"),
-    ({"messages": user(), "stream": True, "stream_options": []}, "stream_options must be an object"),
-    ({"messages": user(), "stream": True, "stream_options": {"include_usage": 1}}, "include_usage"),
+    ([], "the request body must be a JSON object"),
+    ({"messages": []}, "messages: List should have at least 1 item"),
+    ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role: Input should be 'system', 'user' or 'assistant'"),
+    ({"messages": [{"role": "user", "content": 3}]}, "messages[0].content: content must be a string"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages[0].content: content parts must all be text parts"),
+    ({"messages": user() + [{"role": "assistant", "content": "x"}]}, "the last message must be a user or system message"),
+    ({"messages": user(), "max_tokens": 0}, "max_tokens: Input should be greater than or equal to 1"),
+    ({"messages": user(), "max_tokens": 5000}, "max_tokens: at most 4096 on this server, got 5000"),
+    ({"messages": user(), "max_tokens": True}, "max_tokens: Input should be a valid integer"),
+    ({"messages": user(), "max_tokens": "7"}, "max_tokens: Input should be a valid integer"),
+    ({"messages": user(), "temperature": 3}, "temperature: Input should be less than or equal to 2"),
+    ({"messages": user(), "temperature": "hot"}, "temperature: Input should be a valid number"),
+    ({"messages": user(), "top_p": 0}, "top_p: Input should be greater than 0"),
+    ({"messages": user(), "n": 100}, "n: Input should be less than or equal to 16"),
+    ({"messages": user(), "seed": 1.5}, "seed: Input should be a valid integer"),
+    ({"messages": user(), "stream": "yes"}, "stream: Input should be a valid boolean"),
+    ({"messages": user(), "stream_options": {"include_usage": True}}, "stream_options is only allowed when stream is true"),
+    ({"messages": user(), "stream": True, "stream_options": []}, "stream_options: Input should be a valid dictionary"),
+    ({"messages": user(), "stream": True, "stream_options": {"include_usage": 1}}, "stream_options.include_usage: Input should be a valid boolean"),
 ])
 def test_invalid_requests(make_service, body, message):
-    with pytest.raises(RequestError, match=re.escape(message)) as exc:
+    with pytest.raises(RequestError) as exc:
         make_service(FakeGenerate()).parse(body)
-    assert exc.value.status == 400
+    assert exc.value.status == 400 and message in str(exc.value)
 
 
 def test_messages_the_chat_template_rejects_are_a_400(make_service):
-    def strict_template(messages):
+    def strict_template(messages, room):
         if messages[0]["role"] == "system":
             raise TemplateError("System role not supported")
-        return "prompt"
+        return 3, True
 
-    service = make_service(FakeGenerate(), render=strict_template)
+    service = make_service(FakeGenerate(), prompt_length=strict_template)
     with pytest.raises(RequestError, match="chat template rejects these messages: System role") as exc:
         service.parse({"messages": [{"role": "system", "content": "x"}, *user()]})
     assert exc.value.status == 400
@@ -138,11 +171,50 @@ def test_wrong_model_name_is_404(make_service):
     assert exc.value.status == 404
 
 
+def test_prompt_length_counts_what_generation_tokenizes(tokenizer):
+    measure = PromptLength(tokenizer)
+    for messages in (user(), [{"role": "system", "content": "Sei kurz."}, *user("Wie spät ist es? 森林")]):
+        ids = tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"]
+        assert measure(messages) == (len(ids), True)
+    # Bytes beyond what `room` tokens could ever hold are not tokenized: a lower bound above room.
+    huge = user("x" * 100_000)
+    at_least, exact = measure(huge, room=100)
+    assert not exact and 100 < at_least <= len(tokenizer(render_prompt(tokenizer, huge))["input_ids"])
+
+
+def test_a_request_over_the_context_is_a_400_with_the_numbers(make_service, tokenizer):
+    service = make_service(FakeGenerate(), prompt_length=PromptLength(tokenizer), context_length=60)
+    prompt = len(tokenizer(render_prompt(tokenizer, user("hi")), add_special_tokens=False)["input_ids"])
+    with pytest.raises(RequestError) as exc:
+        service.parse({"messages": user("hi"), "max_tokens": 61 - prompt})
+    assert exc.value.status == 400 and str(exc.value).startswith(
+        f"This model's maximum context length is 60 tokens. However, you requested 61 tokens ({prompt} in the "
+        f"messages, {61 - prompt} in the completion).")
+    assert service.parse({"messages": user("hi"), "max_tokens": 60 - prompt}).job.prompt_tokens == prompt
+    # Without max_tokens the reply gets the room left (at most the default); a prompt alone too long is refused.
+    assert service.parse({"messages": user("hi")}).job.sampling.max_tokens == 60 - prompt
+    with pytest.raises(RequestError, match=r"you requested at least \d+ tokens \(at least \d+ in the messages"):
+        service.parse({"messages": user("word " * 50_000), "max_tokens": 4})
+
+
+def test_a_request_needing_more_cache_than_a_batch_holds_is_a_400(make_service):
+    service = make_service(FakeGenerate(), max_batch_tokens=100)
+    assert service.parse({"messages": user(), "max_tokens": 50, "n": 2}).job.sampling.n == 2
+    assert service.parse({"messages": user(), "n": 4}).job.sampling.max_tokens == 25  # no max_tokens: what fits
+    with pytest.raises(RequestError, match=r"n x \(prompt \+ max_tokens\) = 3 x \(0 \+ 50\) = 150 tokens") as exc:
+        service.parse({"messages": user(), "max_tokens": 50, "n": 3})
+    assert exc.value.status == 400
+
+
 def test_stream_chunks_in_openai_shape(make_service):
     service = make_service(FakeGenerate())
-    call = service.parse({"messages": user(), "n": 2, "stream": True, "stream_options": {"include_usage": True}})
-    service.submit(call)
-    chunks = list(service.chunks(call))
+
+    async def run():
+        call = service.parse({"messages": user(), "n": 2, "stream": True, "stream_options": {"include_usage": True}})
+        service.submit(call)
+        return call, [chunk async for chunk in service.chunks(call)]
+
+    call, chunks = asyncio.run(run())
     assert {c["id"] for c in chunks} == {call.id} and {c["object"] for c in chunks} == {"chat.completion.chunk"}
     assert [c["choices"][0]["delta"] for c in chunks[:2]] == [{"role": "assistant", "content": ""}] * 2
     text = {0: "", 1: ""}
@@ -169,7 +241,8 @@ class Served:
         self.service = service
         self.server = make_server(service, "127.0.0.1", 0, **kw)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
 
     def client(self, **kw) -> openai.OpenAI:
         return openai.OpenAI(base_url=self.url, api_key=kw.pop("api_key", "unused"), max_retries=0, timeout=300, **kw)
@@ -183,11 +256,11 @@ class Served:
         self.service.engine.close()
 
 
-def _post(url, payload, headers=None):
+def _post(url, payload, headers=None, timeout=60):
     data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
     try:
-        with urllib.request.urlopen(req, timeout=60) as r:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
@@ -197,8 +270,10 @@ def test_http_errors_are_openai_shaped(make_service):
     with Served(make_service(FakeGenerate())) as served:
         status, body = _post(served.url + "/chat/completions", b"{not json")
         assert status == 400 and body["error"]["type"] == "invalid_request_error" and "JSON" in body["error"]["message"]
+        status, body = _post(served.url + "/chat/completions", {"messages": user(), "n": 99})
+        assert status == 400 and body["error"]["message"] == "n: Input should be less than or equal to 16"
         status, body = _post(served.url + "/completions", {"prompt": "x"})
-        assert status == 404
+        assert status == 404 and body["error"]["type"] == "not_found"
         with urllib.request.urlopen(served.url + "/models", timeout=10) as r:
             assert json.loads(r.read())["data"][0]["id"] == "m"
 
@@ -219,6 +294,76 @@ def test_a_failure_inside_a_stream_is_an_error_event_the_sdk_raises(make_service
                 pass
         chunks = list(client.chat.completions.create(model="m", messages=user(), stream=True))
         assert "".join(c.choices[0].delta.content or "" for c in chunks) == "answer 0"
+
+
+def test_a_body_over_the_limit_is_a_413_and_the_server_goes_on(make_service):
+    """The issue's 5 MB request: one long user message, max_tokens=4 (and the same sent in chunks)."""
+    gen = FakeGenerate()
+    with Served(make_service(gen), max_body_bytes=1024 * 1024) as served:
+        huge = "word " * 1_000_000
+        with pytest.raises(openai.APIStatusError, match="request body too large") as exc:
+            served.client().chat.completions.create(model="m", messages=user(huge), max_tokens=4)
+        assert exc.value.status_code == 413
+        connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=60)
+        body = json.dumps({"messages": user(huge), "max_tokens": 4}).encode()
+        connection.request("POST", "/v1/chat/completions", body=(body[i:i + 65536] for i in range(0, len(body), 65536)),
+                           headers={"Content-Type": "application/json"}, encode_chunked=True)
+        response = connection.getresponse()
+        assert response.status == 413 and "too large" in json.loads(response.read())["error"]["message"]
+        assert gen.calls == []
+        assert served.client().chat.completions.create(model="m", messages=user(), max_tokens=4).choices
+
+
+def test_a_full_queue_is_a_503_with_retry_after(make_service):
+    gen = SlowGenerate(steps=50, step=0.02)
+    with Served(make_service(gen, max_waiting=1)) as served:
+        url = served.url + "/chat/completions"
+        with ThreadPoolExecutor(2) as pool:
+            running = pool.submit(_post, url, {"messages": user()})
+            assert gen.started.wait(10)
+            waiting = pool.submit(_post, url, {"messages": user()})
+            deadline = time.monotonic() + 10
+            while served.service.engine.queued < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            req = urllib.request.Request(url, data=json.dumps({"messages": user()}).encode(),
+                                         headers={"Content-Type": "application/json"})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(req, timeout=10)
+            assert refused.value.code == 503 and int(refused.value.headers["Retry-After"]) >= 1
+            assert "busy" in json.loads(refused.value.read())["error"]["message"]
+            assert running.result()[0] == 200 and waiting.result()[0] == 200
+
+
+def test_a_request_past_its_timeout_is_a_504_and_its_generation_stops(make_service):
+    gen = SlowGenerate()
+    with Served(make_service(gen, request_timeout=0.3)) as served:
+        status, body = _post(served.url + "/chat/completions", {"messages": user()})
+        assert status == 504 and "request timeout (0.3 s)" in body["error"]["message"]
+        deadline = time.monotonic() + 10
+        while not gen.cancelled and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert gen.cancelled == [True]
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_client_that_leaves_stops_its_generation(make_service, stream):
+    gen = SlowGenerate()
+    with Served(make_service(gen)) as served:
+        connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=60)
+        connection.request("POST", "/v1/chat/completions", body=json.dumps({"messages": user(), "stream": stream}),
+                           headers={"Content-Type": "application/json"})
+        if stream:
+            response = connection.getresponse()
+            assert response.status == 200
+            while b'"content": "x"' not in response.readline():  # the role chunk comes before generation starts
+                pass
+        assert gen.started.wait(10)
+        connection.sock.shutdown(2)
+        connection.close()
+        deadline = time.monotonic() + 10
+        while not gen.cancelled and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert gen.cancelled == [True]  # stopped long before its 500 pieces (10 s)
 
 
 def test_api_key_required_when_configured(make_service, monkeypatch):
@@ -280,9 +425,7 @@ def scripted_model_dir(tmp_path_factory, tokenizer):
 
 def serve_model(model_dir, name="tiny", batch_size=8, max_wait=0.0) -> tuple[Served, object]:
     generator = make_generator(str(model_dir), backend="hf")
-    engine = BatchingEngine(BatchGenerator(generator.model, generator.tokenizer), batch_size, max_wait)
-    render = lambda messages: render_prompt(generator.tokenizer, messages)  # noqa: E731 (as `xlpo serve`)
-    return Served(ChatService(engine, name, render=render)), generator
+    return Served(build_service(generator, name, Scheduling(batch_size, max_wait))), generator  # as `xlpo serve`
 
 
 def stream_text(chunks) -> dict[int, str]:

@@ -10,9 +10,9 @@ import time
 import pytest
 import torch
 
-from xlpo.bench.serve_engine import BatchingEngine, Failed, Finished, Job, TextPiece
-from xlpo.bench.serve_generation import BatchGenerator, IncrementalText, RowSampler, RowsRequest, Sampling
 from xlpo.generation import Completion, GenerationSettings, make_generator
+from xlpo.serve.engine import BatchingEngine, Failed, Finished, Job, TextPiece
+from xlpo.serve.generation import BatchGenerator, IncrementalText, RowSampler, RowsRequest, Sampling
 
 
 def reference_text(tokenizer, ids: list[int]) -> str:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_bench_client import ask, scripted, settings  # noqa: F401 (scripted is a fixture)
-from xlpo.bench import backends
-from xlpo.bench.chat import ChatReply, ChatRequest, request_key
-from xlpo.bench.client import EndpointBackend
-from xlpo.bench.common import run_requests
-from xlpo.bench.local import LocalBackend
-from xlpo.errors import UserError
+from test_clients_endpoint import ask, scripted, settings  # noqa: F401 (scripted is a fixture)
+from xlpo.clients import backends
+from xlpo.clients.chat import ChatReply, ChatRequest, request_key
+from xlpo.clients.endpoint import EndpointBackend
+from xlpo.clients.local import LocalBackend
+from xlpo.clients.stage import run_requests
+from xlpo.errors import RequestsFailed, UserError
 from xlpo.generation import GenerationSettings, make_generator
 
 
@@ -77,6 +77,32 @@ def test_stage_rows_are_reused_only_for_the_same_backend(tmp_path):
     assert other.asked == 2 and replaced["a"].text == "other"  # never the first judge's answer
 
 
+class Failing(Named):
+    """Fails the requests whose text is in `failing`, answers the others."""
+
+    def __init__(self, failing):
+        super().__init__("judge-a")
+        self.failing = failing
+
+    def complete_many(self, requests, progress=None):
+        self.asked += len(requests)
+        return [ChatReply(None, error="HTTP 404: no such model") if r.messages[0]["content"] in self.failing
+                else ChatReply("answer") for r in requests]
+
+
+def test_a_stage_where_every_request_failed_stops_the_run(tmp_path):
+    path = tmp_path / "stage.jsonl"
+    requests = [("a", ask("a")), ("b", ask("b"))]
+    with pytest.raises(RequestsFailed, match=r"^judge: all 2 requests failed \(first: HTTP 404: no such model\); "
+                                             r"they are kept in .*stage.jsonl and a rerun asks them again$") as exc:
+        run_requests(path, Failing({"a", "b"}), requests, label="judge", echo=None)
+    assert exc.value.exit_code == 1 and path.is_file()
+    said = []
+    replies = run_requests(path, Failing({"b"}), requests, label="judge", echo=said.append)  # the rerun asks both
+    assert [replies[k].ok for k in "ab"] == [True, False]
+    assert said == ["judge: 1 of 2 requests failed (first: HTTP 404: no such model); a rerun asks them again"]
+
+
 def test_local_first_token_logprobs_match_a_direct_forward_pass(tiny_model_dir):
     generator = make_generator(str(tiny_model_dir), backend="hf")
     backend = LocalBackend(generator=generator, batch_size=2)
@@ -125,6 +151,9 @@ def test_local_backend_passes_top_p_to_generation():
 
 def test_judge_backend_local_or_endpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(backends, "_LOADED", {})
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    (tmp_path / "adapter" / "adapter_model.safetensors").write_bytes(b"\x02" + bytes(7) + b"{}")  # no tensors; header read
     local = backends.judge_backend(None, "embedded", adapter=tmp_path / "adapter")
     assert isinstance(local, LocalBackend) and local.describe()["adapter"] == str(tmp_path / "adapter")
     candidate = backends.candidate_backend("embedded", tmp_path / "adapter", None, None, None, 8)
