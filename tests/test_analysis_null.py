@@ -357,15 +357,18 @@ def test_accuracy_claims_under_the_null(seed_sd):
     assert_at_most_5_percent(accuracy_null(400, np.random.default_rng(3), seed_sd))
 
 
+@pytest.mark.slow  # several seconds: make test-all
 def test_shift_and_correlation_claims_under_the_null():
     """"Shift to the right in every language" was "partly agrees" 18% of the time under the old rule."""
     assert_at_most_5_percent(shift_null(200, np.random.default_rng(5)))
 
 
+@pytest.mark.slow  # several seconds: make test-all
 def test_alpha_and_orientation_claims_under_the_null():
     assert_at_most_5_percent(alpha_null(400, np.random.default_rng(6)))
 
 
+@pytest.mark.slow  # several seconds: make test-all
 def test_every_language_claims_at_their_boundary():
     for name, r in boundary(200, np.random.default_rng(4)).items():
         assert r["agrees"] <= MAX_RATE, (name, r)

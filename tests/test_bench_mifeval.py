@@ -210,6 +210,7 @@ _NO_DOWNLOAD = """
 """
 
 
+@pytest.mark.slow  # several seconds: make test-all
 def test_importing_lm_eval_checkers_without_nltk_data_never_downloads(tmp_path):
     result = _run_isolated(_NO_DOWNLOAD + """
     from xlpo.bench.mifeval.nltk_setup import UNTRAINED_PUNKT, ensure_punkt_tab
@@ -227,6 +228,7 @@ def test_importing_lm_eval_checkers_without_nltk_data_never_downloads(tmp_path):
     assert (tmp_path / "cache" / "nltk_data" / "tokenizers" / "punkt_tab" / "english" / "abbrev_types.txt").is_file()
 
 
+@pytest.mark.slow  # several seconds: make test-all
 def test_real_punkt_tab_data_is_used_when_present(tmp_path):
     for lang in ("english", "french"):
         folder = tmp_path / "nltk_data" / "tokenizers" / "punkt_tab" / lang

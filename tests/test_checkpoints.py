@@ -188,6 +188,7 @@ def test_adapter_config_lists_target_modules_in_a_fixed_order(checkpointed):
     assert len(saved) > 2 and saved == sorted(saved)
 
 
+@pytest.mark.slow  # two trainings in subprocesses (~13 s): make test-all
 def test_two_runs_save_the_same_files(tmp_path, tiny_model_dir):
     """Every file a run saves is the same byte for byte in a second process (another hash seed), except
     what measures time: metrics' and the summary's speeds, the model card's training time, and

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import make_random_adapter
+from conftest import first_fast, make_random_adapter
 from test_icr_pipeline import _config as icr_config
 
 import xlpo.icr.sample as sample_mod
@@ -49,10 +49,10 @@ def _damage(path: Path, how: str) -> None:
         path.write_text("{not json\n")
 
 
-@pytest.mark.parametrize("file, how, stage", [
+@pytest.mark.parametrize("file, how, stage", first_fast([  # one damaged file in make test, every one in make test-all
     ("samples.jsonl", "flip", "sample"), ("scores.jsonl", "truncate", "score"), ("alpha.json", "garbage", "alpha"),
     ("pairs/crosslingual.jsonl", "truncate", "pairs"), ("stats.json", "garbage", "stats"),
-])
+]))
 def test_a_damaged_stage_file_is_redone_with_the_stages_after_it(finished, tmp_path, file, how, stage):
     run_dir, it, _ = _copy(finished, tmp_path)
     before = (it.root / file).read_bytes()

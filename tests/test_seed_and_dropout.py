@@ -31,6 +31,7 @@ def _losses(run_dir) -> list[float]:
     return [json.loads(line)["loss"] for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # several seconds: make test-all
 def test_rng_draws_while_loading_change_nothing(tmp_path, tiny_model_dir, monkeypatch):
     """The first load of the embedded model converts its GGUF with a from_config that draws from the
     global RNG after the run was seeded; LoRA init and dropout must not depend on such draws."""

@@ -43,6 +43,7 @@ def _jsonl(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # several seconds: make test-all
 def test_tensorboard_event_files_hold_the_jsonl_numbers(tracked_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
