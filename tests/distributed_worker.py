@@ -29,20 +29,18 @@ import traceback
 from pathlib import Path
 
 from accelerate import Accelerator, PartialState
-from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin, InitProcessGroupKwargs
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from xlpo.fileio import write_json
 from xlpo.models import mixed_precision
 from xlpo.train.config import load_config
+from xlpo.train.distributed import keep_precision_only
 from xlpo.train.trainer import train
 
 
 def make_cpu_accelerator(precision: str) -> Accelerator:
-    # accelerate keeps the first Accelerator's precision for the whole process (xlpo's make_accelerator resets it too).
-    if AcceleratorState._shared_state.get("_mixed_precision") not in (None, precision):
-        AcceleratorState._reset_state()
+    keep_precision_only(precision)  # as xlpo's make_accelerator does
     if os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true":
         import deepspeed.ops
 

@@ -45,13 +45,21 @@ def make_accelerator(model_dtype: str, **trackers) -> Accelerator:
     if cpu and sharded:
         raise UserError(f"{sharded[0]} needs CUDA GPUs and none is visible; on CPUs start plain processes "
                         "(torchrun --nproc_per_node N -m xlpo train ...)")
-    # One process may train several runs (ICR, notebooks, tests); accelerate keeps the first run's
-    # precision for the whole process and has no public way to change it between runs.
-    if AcceleratorState._shared_state.get("_mixed_precision") not in (None, wanted):
-        AcceleratorState._reset_state()
+    keep_precision_only(wanted)
     # Accumulation is done by the training loop itself, so Accelerate must not rescale the loss.
     # Without CUDA, cpu=True lets `torchrun --nproc_per_node N` form a gloo process group.
     return Accelerator(gradient_accumulation_steps=1, cpu=cpu, mixed_precision=wanted, **trackers)
+
+
+def keep_precision_only(wanted: str) -> None:
+    """Forget the process's accelerate state when it computes in another precision than `wanted`. One process
+    may train several runs (ICR, notebooks, tests); accelerate keeps the first run's precision for the whole
+    process and has no public way to change it. Under DeepSpeed the state's own field always says "no" and the
+    precision lives in the plugin's DeepSpeed config, so the state's `mixed_precision` property is asked."""
+    if AcceleratorState._shared_state.get("_mixed_precision") is None:
+        return  # no Accelerator yet
+    if AcceleratorState().mixed_precision != wanted:
+        AcceleratorState._reset_state()
 
 
 def check_precision(acc: Accelerator, model_dtype: str) -> None:
