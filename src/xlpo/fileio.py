@@ -119,3 +119,16 @@ def read_jsonl(path: str | Path) -> list[Any]:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read_json_object(path: str | Path, expected: str = "a JSON object") -> dict:
+    """A JSON file holding an object, or a one-line UserError naming the file and what was expected."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON (not UTF-8: {exc.reason})") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path}: expected {expected}")
+    return value

@@ -12,7 +12,6 @@ import copy
 import gc
 import hashlib
 import importlib.metadata
-import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from xlpo.checksums import saved_folder_problem
 from xlpo.errors import UserError
-from xlpo.fileio import atomic_dir
+from xlpo.fileio import atomic_dir, read_json_object
 from xlpo.model_spec import ModelSpec
 
 EMBEDDED = "embedded"
@@ -205,12 +204,10 @@ def check_adapter(adapter_path: str | Path) -> dict:
     path = folder / "adapter_config.json"
     if not path.is_file():
         raise UserError(f"{where}: no adapter_config.json there")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(config, dict) or not isinstance(config.get("peft_type"), str):
-        raise UserError(f"{path}: expected a PEFT adapter config (a JSON object with a 'peft_type')")
+    expected = "a PEFT adapter config (a JSON object with a 'peft_type')"
+    config = read_json_object(path, expected)
+    if not isinstance(config.get("peft_type"), str):
+        raise UserError(f"{path}: expected {expected}")
     try:
         PeftConfig.from_pretrained(str(folder))
     except (ValueError, TypeError, KeyError) as exc:

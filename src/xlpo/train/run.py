@@ -17,7 +17,7 @@ import yaml
 
 from xlpo.checksums import saved_folder_problem
 from xlpo.errors import UserError
-from xlpo.fileio import iter_jsonl
+from xlpo.fileio import iter_jsonl, read_json_object
 from xlpo.model_spec import ModelSpec
 from xlpo.train.config import TrainConfig, config_from_dict
 
@@ -98,13 +98,7 @@ class TrainRun:
         """train_summary.json (None before the run finished); a damaged file is a one-line UserError."""
         if not self.summary_file.is_file():
             return None
-        try:
-            summary = json.loads(self.summary_file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{self.summary_file}: not valid JSON ({exc.msg})") from None
-        if not isinstance(summary, dict):
-            raise UserError(f"{self.summary_file}: expected a JSON object")
-        return summary
+        return read_json_object(self.summary_file)
 
     def saved_config(self) -> dict | None:
         """config.yaml as the trainer wrote it (every setting spelled out); None when absent; a damaged file

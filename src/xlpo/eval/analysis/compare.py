@@ -42,6 +42,7 @@ from xlpo.eval.analysis.kde import kde_weighted_means
 
 
 EQUIVALENCE_MARGIN = 0.03  # "equal" means within 3 points of accuracy (the margin issue 24 fixed before its run)
+EQUIVALENCE_LEVEL = 1 - 2 * (1 - CI_LEVEL)  # two one-sided tests at 5% each: the 90% interval
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,10 @@ class Difference:
     def _ci(self) -> tuple[float | None, float | None]:
         return self.bounds()
 
+    @cached_property
+    def _ci_equivalence(self) -> tuple[float | None, float | None]:
+        return self.bounds(EQUIVALENCE_LEVEL)
+
     @property
     def lo(self) -> float | None:
         return self._ci[0]
@@ -93,11 +98,11 @@ class Difference:
     def equal_within(self, margin: float = EQUIVALENCE_MARGIN) -> bool:
         """Equivalence by two one-sided tests at 5% each (TOST): the 90% interval lies inside (-margin, +margin).
         Never for an underpowered or single-seed comparison, whose interval does not cover what it must."""
-        lo, hi = self.bounds(1 - 2 * (1 - CI_LEVEL))
+        lo, hi = self._ci_equivalence
         return self.status not in ("underpowered", "not established") and -margin < lo and hi < margin
 
     def to_dict(self) -> dict[str, Any]:
-        lo90, hi90 = self.bounds(1 - 2 * (1 - CI_LEVEL))
+        lo90, hi90 = self._ci_equivalence
         return {"diff": self.diff, "lo": self.lo, "hi": self.hi, "se": self.se, "df": self.df, "n": self.n,
                 "seeds": list(self.seeds), "seed_sd": list(self.seed_sd), "covers_seeds": self.covers_seeds,
                 "status": self.status, "equivalence": {"margin": EQUIVALENCE_MARGIN, "lo90": lo90, "hi90": hi90,

@@ -6,7 +6,6 @@ read through `xlpo.train.run.TrainRun`) is here, so the numeric modules stay pur
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -18,7 +17,7 @@ import numpy as np
 
 from xlpo.errors import UserError
 from xlpo.eval.analysis.accuracy import ALL, lang_of
-from xlpo.fileio import iter_jsonl
+from xlpo.fileio import iter_jsonl, read_json_object
 from xlpo.losses import get_loss
 from xlpo.train.run import TrainRun
 
@@ -203,12 +202,7 @@ def load_run(run_dir: str | Path) -> ScoredRun:
     meta_path = run_dir / "scoring.json"
     if not meta_path.is_file():
         raise UserError(f"{meta_path}: file not found")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{meta_path}: not valid JSON ({exc.msg})") from None
-    if not isinstance(meta, dict):
-        raise UserError(f"{meta_path}: expected a JSON object")
+    meta = read_json_object(meta_path)
     rows = read_scores(run_dir / "scores.jsonl")
     name = str(meta.get("name") or run_dir.name)
     method = str(meta.get("method") or name)
